@@ -1,0 +1,195 @@
+//! The virtio-blk device: feature negotiation, configuration, queue setup
+//! (VIRTIO 1.2 §3.1.1, §5.2.5).
+
+mod config;
+mod queue;
+mod slab;
+mod teardown;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+pub use config::{Config, DeviceInfo, Mode, RangeLimits, MAX_DATA_SEGMENTS};
+pub use queue::{BlkQueue, Completion, Op, QueueStats, RawSegment, Rejected};
+
+use crate::error::Error;
+use crate::hal::Hal;
+use crate::packed_ring::PackedRing;
+use crate::ring::{Ring, RingKind};
+use crate::spec::{DeviceStatus, Features, DEVICE_TYPE_BLOCK};
+use crate::split_ring::SplitRing;
+use crate::transport::Transport;
+use teardown::Teardown;
+
+/// Queue size used when the config does not name one (the device's maximum
+/// may be far larger than any useful queue depth).
+const DEFAULT_QUEUE_SIZE: u16 = 256;
+
+/// A negotiated, running virtio-blk device. Keeps the control plane; the
+/// request queues are handed out to their owners.
+///
+/// Dropping the device resets it. Queue memory is freed only once the device
+/// is reset, whichever of the two is dropped first.
+pub struct BlkDevice<H: Hal, T: Transport> {
+    transport: T,
+    info: DeviceInfo,
+    queues: Vec<BlkQueue<H, T::Notifier>>,
+    teardown: Arc<Teardown<H>>,
+}
+
+impl<H: Hal, T: Transport> BlkDevice<H, T> {
+    /// Resets the device, negotiates features, reads the configuration and
+    /// sets up `min(config.queues, num_queues)` request queues.
+    pub fn new(hal: H, mut transport: T, config: Config) -> Result<Self, Error> {
+        let device_type = transport.device_type();
+        if device_type != DEVICE_TYPE_BLOCK {
+            return Err(Error::WrongDeviceType(device_type));
+        }
+        transport.reset();
+        let teardown = Arc::new(Teardown::new());
+        match Self::initialise(&hal, &mut transport, &config, &teardown) {
+            Ok((info, queues)) => Ok(BlkDevice {
+                transport,
+                info,
+                queues,
+                teardown,
+            }),
+            Err(error) => {
+                // Reset before the partly built queues free their memory.
+                let status = transport.status();
+                transport.set_status(status | DeviceStatus::FAILED);
+                transport.reset();
+                teardown.device_reset();
+                Err(error)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn initialise(
+        hal: &H,
+        transport: &mut T,
+        config: &Config,
+        teardown: &Arc<Teardown<H>>,
+    ) -> Result<(DeviceInfo, Vec<BlkQueue<H, T::Notifier>>), Error> {
+        let mut status = DeviceStatus::ACKNOWLEDGE;
+        transport.set_status(status);
+        status |= DeviceStatus::DRIVER;
+        transport.set_status(status);
+
+        let offered = Features::from_bits_retain(transport.device_features());
+        if !offered.contains(Features::VERSION_1) {
+            return Err(Error::LegacyDevice);
+        }
+        let accepted = offered & Features::SUPPORTED & (config.features | Features::VERSION_1);
+        transport.set_driver_features(accepted.bits());
+        status |= DeviceStatus::FEATURES_OK;
+        transport.set_status(status);
+        if !transport.status().contains(DeviceStatus::FEATURES_OK) {
+            return Err(Error::FeaturesRejected);
+        }
+
+        let mut info = config::read_device_info(transport, accepted, config)?;
+        let wanted = config.queues.clamp(1, info.device_queues);
+        let mut queues = Vec::with_capacity(usize::from(wanted));
+        for index in 0..wanted {
+            let Some(queue) = Self::setup_queue(hal, transport, &info, config, index, teardown)?
+            else {
+                break;
+            };
+            queues.push(queue);
+        }
+        if queues.is_empty() {
+            return Err(Error::NoQueues);
+        }
+        // Every queue shares one DeviceInfo; a device offering fewer queues
+        // than num_queues claims is taken at its word for the ones that work.
+        info.device_queues = info.device_queues.min(queues.len() as u16);
+
+        status |= DeviceStatus::DRIVER_OK;
+        transport.set_status(status);
+        if transport
+            .status()
+            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+        {
+            return Err(Error::DeviceNeedsReset);
+        }
+        Ok((info, queues))
+    }
+
+    /// Sets up queue `index`; `None` when the device has no such queue.
+    fn setup_queue(
+        hal: &H,
+        transport: &mut T,
+        info: &DeviceInfo,
+        config: &Config,
+        index: u16,
+        teardown: &Arc<Teardown<H>>,
+    ) -> Result<Option<BlkQueue<H, T::Notifier>>, Error> {
+        let max = transport.max_queue_size(index);
+        if max == 0 {
+            return Ok(None);
+        }
+        let size = match config.queue_size {
+            Some(size) if size == 0 || size > max => return Err(Error::BadQueueSize(size)),
+            Some(size) => size,
+            None => max.min(DEFAULT_QUEUE_SIZE),
+        };
+        let indirect = info
+            .features
+            .contains(Features::INDIRECT_DESC)
+            .then_some(usize::from(info.max_segments) + 2);
+        let event_idx = info.features.contains(Features::EVENT_IDX);
+        let ring = match info.ring {
+            RingKind::Packed => Ring::Packed(PackedRing::new(hal, size, event_idx, indirect)?),
+            // Split rings need a power of two; take the largest one that fits.
+            RingKind::Split => {
+                let size = if config.queue_size.is_some() {
+                    size
+                } else {
+                    1 << (15 - size.leading_zeros().min(15))
+                };
+                Ring::Split(SplitRing::new(hal, size, event_idx, indirect)?)
+            }
+        };
+        transport.setup_queue(index, ring.size(), ring.addresses())?;
+        let notifier = transport.notifier(index);
+        BlkQueue::new(
+            hal,
+            index,
+            ring,
+            notifier,
+            *info,
+            config.mode,
+            teardown.clone(),
+        )
+        .map(Some)
+    }
+
+    /// What was negotiated and read from the device.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Takes the request queues, one per owner (see [`crate::mq::QueueSet`]).
+    pub fn take_queues(&mut self) -> crate::mq::QueueSet<H, T::Notifier> {
+        crate::mq::QueueSet::new(core::mem::take(&mut self.queues))
+    }
+
+    /// The device status as it reads now (e.g. to spot DEVICE_NEEDS_RESET).
+    pub fn status(&mut self) -> DeviceStatus {
+        self.transport.status()
+    }
+
+    /// The transport, for control-plane work the driver does not wrap.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+}
+
+impl<H: Hal, T: Transport> Drop for BlkDevice<H, T> {
+    fn drop(&mut self) {
+        self.transport.reset();
+        self.teardown.device_reset();
+    }
+}

@@ -1,0 +1,376 @@
+//! Packed virtqueue, driver side (VIRTIO 1.2 §2.8).
+//!
+//! Laid out to read beside `split_ring.rs`: the same operations under the same
+//! names. The driver remembers every chain's length and the free buffer ids in
+//! private shadows; the only device-written values it reads are used
+//! descriptors and the device event suppression structure, and it checks both.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{fence, Ordering};
+
+use crate::error::Error;
+use crate::hal::{DmaRegion, Hal};
+use crate::ring::{DeviceFault, IndirectTables, Segment, Used, UsedNotifications};
+use crate::shared::SharedArray;
+use crate::spec::{
+    packed_event, EventSuppress, PackedDesc, PackedDescFlags, PackedLayout, MAX_PACKED_QUEUE_SIZE,
+};
+use crate::transport::QueueAddresses;
+
+/// Sentinel ending the free-id list.
+const NO_ID: u16 = u16::MAX;
+
+/// The driver side of one packed virtqueue.
+pub(crate) struct PackedRing<H: Hal> {
+    // Views into `memory`, declared before it so they are dropped first.
+    desc: SharedArray<PackedDesc>,
+    driver_event: SharedArray<EventSuppress>,
+    device_event: SharedArray<EventSuppress>,
+    indirect: Option<IndirectTables<H, PackedDesc>>,
+    memory: DmaRegion<H>,
+    layout: PackedLayout,
+    event_idx: bool,
+
+    /// Ring slots not holding a posted descriptor.
+    num_free: u16,
+    /// Free buffer ids, linked through `next_free_id`.
+    free_id_head: u16,
+    next_free_id: Vec<u16>,
+    /// Per buffer id: ring slots its chain occupies (0 = not in flight).
+    chain_len: Vec<u16>,
+    in_flight: u16,
+
+    /// Where the next chain goes, and the wrap counter there (§2.8.1).
+    next_avail: u16,
+    avail_wrap: bool,
+    /// Where the device writes its next used descriptor, and the wrap counter there.
+    next_used: u16,
+    used_wrap: bool,
+    /// The batch's first head and its flags, held back until `commit` (rule 1).
+    batch_head: Option<(u16, u16)>,
+    /// Ring slots filled since the last commit.
+    batch_slots: u16,
+}
+
+impl<H: Hal> PackedRing<H> {
+    /// A ring of `size` descriptors (1..=32768). `indirect` gives the per-slot
+    /// indirect table length when INDIRECT_DESC is used.
+    pub(crate) fn new(
+        hal: &H,
+        size: u16,
+        event_idx: bool,
+        indirect: Option<usize>,
+    ) -> Result<Self, Error> {
+        if size == 0 || size > MAX_PACKED_QUEUE_SIZE {
+            return Err(Error::BadQueueSize(size));
+        }
+        let layout = PackedLayout::new(size);
+        let memory = DmaRegion::new(hal, layout.total).ok_or(Error::OutOfDmaMemory)?;
+        // SAFETY: PackedLayout places each part at an offset aligned for its type
+        // inside `layout.total` bytes; all types are atomics valid when zeroed;
+        // the views are fields declared before `memory`.
+        let (desc, driver_event, device_event) = unsafe {
+            (
+                SharedArray::new(&memory, layout.desc, usize::from(size)),
+                SharedArray::new(&memory, layout.driver_event, 1),
+                SharedArray::new(&memory, layout.device_event, 1),
+            )
+        };
+        let indirect = match indirect {
+            Some(per_table) => {
+                Some(IndirectTables::new(hal, size, per_table).ok_or(Error::OutOfDmaMemory)?)
+            }
+            None => None,
+        };
+        let mut next_free_id: Vec<u16> = (1..=size).collect();
+        next_free_id[usize::from(size) - 1] = NO_ID;
+        Ok(PackedRing {
+            desc,
+            driver_event,
+            device_event,
+            indirect,
+            memory,
+            layout,
+            event_idx,
+            num_free: size,
+            free_id_head: 0,
+            next_free_id,
+            chain_len: vec![0; usize::from(size)],
+            in_flight: 0,
+            next_avail: 0,
+            avail_wrap: true,
+            next_used: 0,
+            used_wrap: true,
+            batch_head: None,
+            batch_slots: 0,
+        })
+    }
+
+    pub(crate) fn addresses(&self) -> QueueAddresses {
+        let base = self.memory.paddr();
+        QueueAddresses {
+            desc: base + self.layout.desc as u64,
+            driver: base + self.layout.driver_event as u64,
+            device: base + self.layout.device_event as u64,
+        }
+    }
+
+    pub(crate) fn size(&self) -> u16 {
+        self.layout.size
+    }
+
+    pub(crate) fn in_flight(&self) -> u16 {
+        self.in_flight
+    }
+
+    /// Ring slots a chain of `segments` takes.
+    fn slots_needed(&self, segments: usize) -> usize {
+        match &self.indirect {
+            Some(tables) if segments <= tables.per_table() => 1,
+            _ => segments,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
+        let needed = self.slots_needed(segments);
+        (needed >= 1 && needed <= usize::from(self.num_free) && self.free_id_head != NO_ID)
+            .then_some(self.free_id_head)
+    }
+
+    /// The AVAIL/USED bits that mark a descriptor available in the current lap.
+    fn avail_bits(&self) -> PackedDescFlags {
+        if self.avail_wrap {
+            PackedDescFlags::AVAIL
+        } else {
+            PackedDescFlags::USED
+        }
+    }
+
+    /// Moves `next_avail` one slot on, flipping the wrap counter at the end.
+    fn advance_avail(&mut self) {
+        self.next_avail += 1;
+        if self.next_avail == self.layout.size {
+            self.next_avail = 0;
+            self.avail_wrap = !self.avail_wrap;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn add(&mut self, chain: &[Segment]) -> u16 {
+        debug_assert!(self.next_id(chain.len()).is_some());
+        let id = self.free_id_head;
+        self.free_id_head = self.next_free_id[usize::from(id)];
+        let head = self.next_avail;
+        let slots = self.slots_needed(chain.len());
+        let head_flags = if slots == 1 && chain.len() > 1 {
+            self.write_indirect(id, chain)
+        } else {
+            self.write_direct(id, chain)
+        };
+        // Later heads of a batch may be written now: the device cannot pass the
+        // batch's first head, which `commit` writes last.
+        match self.batch_head {
+            None => self.batch_head = Some((head, head_flags)),
+            Some(_) => self
+                .desc
+                .get(usize::from(head))
+                .flags
+                .store(head_flags.to_le(), Ordering::Relaxed),
+        }
+        self.batch_slots += slots as u16;
+        self.num_free -= slots as u16;
+        self.chain_len[usize::from(id)] = slots as u16;
+        self.in_flight += 1;
+        id
+    }
+
+    /// Writes `chain` into consecutive ring slots; returns the head's flags,
+    /// which the caller stores (all other flags are stored here).
+    fn write_direct(&mut self, id: u16, chain: &[Segment]) -> u16 {
+        let mut head_flags = 0;
+        for (position, segment) in chain.iter().enumerate() {
+            let mut flags = self.avail_bits();
+            if segment.device_writable {
+                flags |= PackedDescFlags::WRITE;
+            }
+            if position + 1 != chain.len() {
+                flags |= PackedDescFlags::NEXT;
+            }
+            let desc = self.desc.get(usize::from(self.next_avail));
+            store_desc(desc, segment, id);
+            if position == 0 {
+                head_flags = flags.bits();
+            } else {
+                desc.flags.store(flags.bits().to_le(), Ordering::Relaxed);
+            }
+            self.advance_avail();
+        }
+        head_flags
+    }
+
+    /// Writes `chain` into slot `id`'s indirect table and one ring slot
+    /// pointing at it; returns that slot's flags.
+    fn write_indirect(&mut self, id: u16, chain: &[Segment]) -> u16 {
+        let Some(tables) = &self.indirect else {
+            unreachable!("slots_needed said indirect")
+        };
+        let table = tables.table(id);
+        for (entry, segment) in table.iter().zip(chain) {
+            // §2.8.7: only WRITE counts in an indirect table; ids are ignored.
+            let flags = if segment.device_writable {
+                PackedDescFlags::WRITE.bits()
+            } else {
+                0
+            };
+            store_desc(entry, segment, 0);
+            entry.flags.store(flags.to_le(), Ordering::Relaxed);
+        }
+        let table_segment = Segment {
+            addr: tables.table_addr(id),
+            len: (chain.len() * 16) as u32,
+            device_writable: false,
+        };
+        store_desc(
+            self.desc.get(usize::from(self.next_avail)),
+            &table_segment,
+            id,
+        );
+        let flags = (self.avail_bits() | PackedDescFlags::INDIRECT).bits();
+        self.advance_avail();
+        flags
+    }
+
+    /// Publishes the batch; true when the device wants a notification.
+    #[inline]
+    pub(crate) fn commit(&mut self) -> bool {
+        let Some((head, flags)) = self.batch_head.take() else {
+            return false;
+        };
+        // Rule 1: every descriptor of the batch, and every later head, is
+        // written before the first head's flags hand the batch over (Release).
+        self.desc
+            .get(usize::from(head))
+            .flags
+            .store(flags.to_le(), Ordering::Release);
+        // Rule 2: publish before reading the device's event suppression state.
+        fence(Ordering::SeqCst);
+        let added = self.batch_slots;
+        self.batch_slots = 0;
+        let event = self.device_event.get(0);
+        match u16::from_le(event.flags.load(Ordering::Relaxed)) {
+            packed_event::DISABLE => false,
+            packed_event::DESC if self.event_idx => {
+                let off_wrap = u16::from_le(event.off_wrap.load(Ordering::Relaxed));
+                self.event_in_batch(off_wrap, added)
+            }
+            _ => true,
+        }
+    }
+
+    /// §2.8.10: does the event position `off_wrap` lie among the `added` slots
+    /// just published? Positions are put on one line (the previous lap counts
+    /// negative) so the test holds for any queue size and across the wrap.
+    fn event_in_batch(&self, off_wrap: u16, added: u16) -> bool {
+        let size = i32::from(self.layout.size);
+        let offset = i32::from(off_wrap & !packed_event::WRAP_BIT);
+        let wrap = off_wrap & packed_event::WRAP_BIT != 0;
+        let event = if wrap == self.avail_wrap {
+            offset
+        } else {
+            offset - size
+        };
+        let new = i32::from(self.next_avail);
+        let old = new - i32::from(added);
+        old <= event && event < new
+    }
+
+    /// Whether the descriptor at `next_used` has been used in the current lap.
+    fn used_ready(&self) -> Option<&PackedDesc> {
+        let desc = self.desc.get(usize::from(self.next_used));
+        // Rule 3: Acquire on the flags before reading id and len.
+        let flags =
+            PackedDescFlags::from_bits_retain(u16::from_le(desc.flags.load(Ordering::Acquire)));
+        let avail = flags.contains(PackedDescFlags::AVAIL);
+        let used = flags.contains(PackedDescFlags::USED);
+        (avail == used && used == self.used_wrap).then_some(desc)
+    }
+
+    #[inline]
+    pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
+        let Some(desc) = self.used_ready() else {
+            return Ok(None);
+        };
+        let id = u16::from_le(desc.id.load(Ordering::Relaxed));
+        let len = u32::from_le(desc.len.load(Ordering::Relaxed));
+        if id >= self.layout.size {
+            return Err(DeviceFault::IdOutOfRange(u32::from(id)));
+        }
+        let slots = self.chain_len[usize::from(id)];
+        if slots == 0 {
+            return Err(DeviceFault::IdNotInFlight(id));
+        }
+        self.chain_len[usize::from(id)] = 0;
+        self.next_free_id[usize::from(id)] = self.free_id_head;
+        self.free_id_head = id;
+        self.num_free += slots;
+        self.in_flight -= 1;
+        // §2.8.6: the device skips the slots of the chain it used.
+        self.next_used += slots;
+        if self.next_used >= self.layout.size {
+            self.next_used -= self.layout.size;
+            self.used_wrap = !self.used_wrap;
+        }
+        Ok(Some(Used { id, len }))
+    }
+
+    pub(crate) fn set_used_notifications(&mut self, mode: UsedNotifications) {
+        match mode {
+            UsedNotifications::Off => self
+                .driver_event
+                .get(0)
+                .flags
+                .store(packed_event::DISABLE.to_le(), Ordering::Relaxed),
+            UsedNotifications::On => {
+                self.arm_and_check();
+            }
+        }
+    }
+
+    /// Rule 4: ask for a notification at the next used descriptor, fence, and
+    /// report whether one is already there.
+    pub(crate) fn arm_and_check(&mut self) -> bool {
+        let event = self.driver_event.get(0);
+        if self.event_idx {
+            let wrap = if self.used_wrap {
+                packed_event::WRAP_BIT
+            } else {
+                0
+            };
+            event
+                .off_wrap
+                .store((self.next_used | wrap).to_le(), Ordering::Relaxed);
+            event
+                .flags
+                .store(packed_event::DESC.to_le(), Ordering::Relaxed);
+        } else {
+            event
+                .flags
+                .store(packed_event::ENABLE.to_le(), Ordering::Relaxed);
+        }
+        // The re-arm must be visible before we look at the ring again, pairing
+        // with the device's fence between writing a used descriptor and reading
+        // our event suppression structure.
+        fence(Ordering::SeqCst);
+        self.used_ready().is_some()
+    }
+}
+
+/// Fills a descriptor's address, length and id; the flags are stored by the caller.
+#[inline]
+fn store_desc(desc: &PackedDesc, segment: &Segment, id: u16) {
+    desc.addr.store(segment.addr.to_le(), Ordering::Relaxed);
+    desc.len.store(segment.len.to_le(), Ordering::Relaxed);
+    desc.id.store(id.to_le(), Ordering::Relaxed);
+}

@@ -1,0 +1,215 @@
+//! What the split and packed rings share: the chain a request is made of,
+//! the used element handed back, the faults a device can commit, and the enum
+//! that lets a queue drive either layout without dynamic dispatch.
+
+use crate::hal::{Hal, PhysAddr};
+use crate::packed_ring::PackedRing;
+use crate::split_ring::SplitRing;
+use crate::transport::QueueAddresses;
+
+/// One buffer of a descriptor chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub addr: PhysAddr,
+    pub len: u32,
+    pub device_writable: bool,
+}
+
+/// A completed chain as the device reported it, after validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Used {
+    /// Slot id: split head index or packed buffer id.
+    pub id: u16,
+    /// Bytes the device claims to have written.
+    pub len: u32,
+}
+
+/// Ways a device can break the protocol (DESIGN.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceFault {
+    /// A used id beyond the queue size.
+    IdOutOfRange(u32),
+    /// A used id that is not in flight (never posted, or completed twice).
+    IdNotInFlight(u16),
+    /// The split used index moved past what is in flight.
+    UsedIndexJump {
+        /// Index the driver had consumed up to.
+        last: u16,
+        /// Index the device published.
+        published: u16,
+    },
+    /// The device claims to have written more than the request's writable buffers hold.
+    UsedLengthTooLong {
+        /// Slot id.
+        id: u16,
+        /// Length the device reported.
+        len: u32,
+        /// Writable bytes the driver posted.
+        posted: u32,
+    },
+    /// The status byte is not OK, IOERR or UNSUPP.
+    BadStatus {
+        /// Slot id.
+        id: u16,
+        /// The byte found.
+        status: u8,
+    },
+}
+
+impl core::fmt::Display for DeviceFault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DeviceFault::IdOutOfRange(id) => write!(f, "used id {id} is beyond the queue"),
+            DeviceFault::IdNotInFlight(id) => write!(f, "used id {id} is not in flight"),
+            DeviceFault::UsedIndexJump { last, published } => {
+                write!(f, "used index jumped from {last} to {published}")
+            }
+            DeviceFault::UsedLengthTooLong { id, len, posted } => {
+                write!(
+                    f,
+                    "request {id}: used length {len} exceeds the {posted} writable bytes posted"
+                )
+            }
+            DeviceFault::BadStatus { id, status } => {
+                write!(
+                    f,
+                    "request {id}: status byte {status:#x} is not a virtio-blk status"
+                )
+            }
+        }
+    }
+}
+
+/// Which ring layout a queue uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingKind {
+    /// VIRTIO 1.2 §2.7.
+    Split,
+    /// VIRTIO 1.2 §2.8.
+    Packed,
+}
+
+/// Whether the device should send used-buffer notifications (DESIGN.md §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UsedNotifications {
+    Off,
+    On,
+}
+
+/// Either ring layout; a queue matches on it per call (well predicted, no vtable).
+pub(crate) enum Ring<H: Hal> {
+    Split(SplitRing<H>),
+    Packed(PackedRing<H>),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $ring:ident => $body:expr) => {
+        match $self {
+            Ring::Split($ring) => $body,
+            Ring::Packed($ring) => $body,
+        }
+    };
+}
+
+impl<H: Hal> Ring<H> {
+    pub(crate) fn kind(&self) -> RingKind {
+        match self {
+            Ring::Split(_) => RingKind::Split,
+            Ring::Packed(_) => RingKind::Packed,
+        }
+    }
+
+    pub(crate) fn addresses(&self) -> QueueAddresses {
+        dispatch!(self, r => r.addresses())
+    }
+
+    pub(crate) fn size(&self) -> u16 {
+        dispatch!(self, r => r.size())
+    }
+
+    /// The slot id the next `add` of `segments` segments will use, if it fits.
+    #[inline]
+    pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
+        dispatch!(self, r => r.next_id(segments))
+    }
+
+    /// Writes a chain (not yet visible to the device) and returns its slot id,
+    /// which is what `next_id` returned just before.
+    #[inline]
+    pub(crate) fn add(&mut self, chain: &[Segment]) -> u16 {
+        dispatch!(self, r => r.add(chain))
+    }
+
+    /// Publishes everything added since the last commit; true when the device
+    /// asked to be notified about it.
+    #[inline]
+    pub(crate) fn commit(&mut self) -> bool {
+        dispatch!(self, r => r.commit())
+    }
+
+    /// The next used element, validated.
+    #[inline]
+    pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
+        dispatch!(self, r => r.pop_used())
+    }
+
+    pub(crate) fn set_used_notifications(&mut self, mode: UsedNotifications) {
+        dispatch!(self, r => r.set_used_notifications(mode))
+    }
+
+    /// Re-arms used-buffer notifications and reports whether a used element
+    /// is already waiting (DESIGN.md §3 rule 4): if so, keep polling.
+    pub(crate) fn arm_and_check(&mut self) -> bool {
+        dispatch!(self, r => r.arm_and_check())
+    }
+
+    /// Chains posted and not yet used.
+    pub(crate) fn in_flight(&self) -> u16 {
+        dispatch!(self, r => r.in_flight())
+    }
+}
+
+/// Per-slot indirect descriptor tables (VIRTIO 1.2 §2.7.5.3, §2.8.7): slot
+/// `id` always uses table `id`, so no table is ever allocated per request.
+pub(crate) struct IndirectTables<H: Hal, D> {
+    descs: crate::shared::SharedArray<D>,
+    region: crate::hal::DmaRegion<H>,
+    per_table: usize,
+}
+
+impl<H: Hal, D: Sync> IndirectTables<H, D> {
+    /// `tables` tables of `per_table` descriptors each; `D` is the 16-byte
+    /// descriptor of the ring's own layout.
+    pub(crate) fn new(hal: &H, tables: u16, per_table: usize) -> Option<Self> {
+        let region = crate::hal::DmaRegion::new(hal, usize::from(tables) * per_table * 16)?;
+        debug_assert_eq!(core::mem::size_of::<D>(), 16);
+        // SAFETY: D is SplitDesc or PackedDesc (repr(C) atomics, zero is valid);
+        // offset 0 of a page-aligned region is aligned; `descs` is declared first,
+        // so it is dropped before `region`.
+        let descs =
+            unsafe { crate::shared::SharedArray::new(&region, 0, usize::from(tables) * per_table) };
+        Some(IndirectTables {
+            descs,
+            region,
+            per_table,
+        })
+    }
+
+    /// Most descriptors one table holds.
+    pub(crate) fn per_table(&self) -> usize {
+        self.per_table
+    }
+
+    /// The table of slot `id`.
+    #[inline]
+    pub(crate) fn table(&self, id: u16) -> &[D] {
+        let start = usize::from(id) * self.per_table;
+        &self.descs.as_slice()[start..start + self.per_table]
+    }
+
+    /// Device address of slot `id`'s table.
+    #[inline]
+    pub(crate) fn table_addr(&self, id: u16) -> PhysAddr {
+        self.region.paddr() + (usize::from(id) * self.per_table * 16) as u64
+    }
+}

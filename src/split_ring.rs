@@ -1,0 +1,369 @@
+//! Split virtqueue, driver side (VIRTIO 1.2 §2.7).
+//!
+//! Everything the driver needs to remember lives in private shadows: the free
+//! list, the chain of each head, the available index. Device memory is read
+//! only where the device writes it (the used ring, `avail_event`, `used.flags`)
+//! and every value read there is checked before it is used.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{fence, AtomicU16, Ordering};
+
+use crate::error::Error;
+use crate::hal::{DmaRegion, Hal};
+use crate::ring::{DeviceFault, IndirectTables, Segment, Used, UsedNotifications};
+use crate::shared::SharedArray;
+use crate::spec::{
+    need_event, SplitDesc, SplitDescFlags, SplitLayout, UsedElem, MAX_SPLIT_QUEUE_SIZE,
+    VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
+};
+use crate::transport::QueueAddresses;
+
+/// How far `used_event` may fall behind in poll mode before it is moved: far
+/// enough that it is rarely written, near enough that the device's used index
+/// (at most a queue size ahead of ours) can never reach it.
+const USED_EVENT_REFRESH: u16 = 0x4000;
+
+/// The driver side of one split virtqueue.
+pub(crate) struct SplitRing<H: Hal> {
+    // Views into `memory`, declared before it so they are dropped first.
+    desc: SharedArray<SplitDesc>,
+    /// `avail.flags`, `avail.idx`, `avail.ring[size]`, `used_event`.
+    avail: SharedArray<AtomicU16>,
+    /// `used.flags`, `used.idx` (the first 4 bytes of the used ring).
+    used_header: SharedArray<AtomicU16>,
+    used_ring: SharedArray<UsedElem>,
+    /// `avail_event`, after the used ring.
+    avail_event: SharedArray<AtomicU16>,
+    indirect: Option<IndirectTables<H, SplitDesc>>,
+    memory: DmaRegion<H>,
+    layout: SplitLayout,
+    mask: u16,
+    event_idx: bool,
+
+    /// Head of the free descriptor list and its length.
+    free_head: u16,
+    num_free: u16,
+    /// Shadow of each descriptor's `next`: links the free list, and inside a
+    /// posted chain its links, so freeing needs no read of device memory.
+    next: Vec<u16>,
+    /// Per head: descriptors the chain holds (0 = not in flight) and its last one.
+    chain_len: Vec<u16>,
+    chain_tail: Vec<u16>,
+    in_flight: u16,
+
+    /// Our `avail.idx`; the value last published; ours `last_used_idx`.
+    avail_idx: u16,
+    published_idx: u16,
+    last_used: u16,
+    /// Last `used.idx` read from the device, so a burst is read with one load.
+    device_used_idx: u16,
+    notifications: UsedNotifications,
+    /// Value last written to `used_event`.
+    used_event: u16,
+}
+
+impl<H: Hal> SplitRing<H> {
+    /// A ring of `size` entries (a power of two up to 32768). `indirect` gives
+    /// the per-slot indirect table length when INDIRECT_DESC is used.
+    pub(crate) fn new(
+        hal: &H,
+        size: u16,
+        event_idx: bool,
+        indirect: Option<usize>,
+    ) -> Result<Self, Error> {
+        if size == 0 || !size.is_power_of_two() || size > MAX_SPLIT_QUEUE_SIZE {
+            return Err(Error::BadQueueSize(size));
+        }
+        let layout = SplitLayout::new(size);
+        let memory = DmaRegion::new(hal, layout.total).ok_or(Error::OutOfDmaMemory)?;
+        let n = usize::from(size);
+        // SAFETY: SplitLayout places each part at an offset aligned for its type
+        // inside `layout.total` bytes; all types are atomics valid when zeroed;
+        // the views are fields declared before `memory`.
+        let (desc, avail, used_header, used_ring, avail_event) = unsafe {
+            (
+                SharedArray::new(&memory, layout.desc, n),
+                SharedArray::new(&memory, layout.avail, n + 3),
+                SharedArray::new(&memory, layout.used, 2),
+                SharedArray::new(&memory, layout.used + 4, n),
+                SharedArray::new(&memory, layout.used + 4 + 8 * n, 1),
+            )
+        };
+        let indirect = match indirect {
+            Some(per_table) => {
+                Some(IndirectTables::new(hal, size, per_table).ok_or(Error::OutOfDmaMemory)?)
+            }
+            None => None,
+        };
+        // Free list 0 -> 1 -> ... -> size-1; the last link is never followed.
+        let next = (1..=size).collect::<Vec<u16>>();
+        Ok(SplitRing {
+            desc,
+            avail,
+            used_header,
+            used_ring,
+            avail_event,
+            indirect,
+            memory,
+            layout,
+            mask: size - 1,
+            event_idx,
+            free_head: 0,
+            num_free: size,
+            next,
+            chain_len: vec![0; n],
+            chain_tail: vec![0; n],
+            in_flight: 0,
+            avail_idx: 0,
+            published_idx: 0,
+            last_used: 0,
+            device_used_idx: 0,
+            notifications: UsedNotifications::On,
+            used_event: 0,
+        })
+    }
+
+    pub(crate) fn addresses(&self) -> QueueAddresses {
+        let base = self.memory.paddr();
+        QueueAddresses {
+            desc: base + self.layout.desc as u64,
+            driver: base + self.layout.avail as u64,
+            device: base + self.layout.used as u64,
+        }
+    }
+
+    pub(crate) fn size(&self) -> u16 {
+        self.layout.size
+    }
+
+    pub(crate) fn in_flight(&self) -> u16 {
+        self.in_flight
+    }
+
+    fn avail_flags(&self) -> &AtomicU16 {
+        self.avail.get(0)
+    }
+
+    fn avail_idx_field(&self) -> &AtomicU16 {
+        self.avail.get(1)
+    }
+
+    fn avail_entry(&self, idx: u16) -> &AtomicU16 {
+        self.avail.get(2 + usize::from(idx & self.mask))
+    }
+
+    fn used_event_field(&self) -> &AtomicU16 {
+        self.avail.get(2 + usize::from(self.layout.size))
+    }
+
+    /// Descriptors a chain of `segments` takes in the table.
+    fn descriptors_needed(&self, segments: usize) -> usize {
+        match &self.indirect {
+            Some(tables) if segments <= tables.per_table() => 1,
+            _ => segments,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
+        let needed = self.descriptors_needed(segments);
+        (needed >= 1 && needed <= usize::from(self.num_free)).then_some(self.free_head)
+    }
+
+    #[inline]
+    pub(crate) fn add(&mut self, chain: &[Segment]) -> u16 {
+        debug_assert!(self.next_id(chain.len()).is_some());
+        let head = self.free_head;
+        let (used_descriptors, tail) =
+            if self.descriptors_needed(chain.len()) == 1 && chain.len() > 1 {
+                self.write_indirect(head, chain);
+                (1, head)
+            } else {
+                self.write_direct(head, chain)
+            };
+        self.free_head = self.next[usize::from(tail)];
+        self.num_free -= used_descriptors;
+        self.chain_len[usize::from(head)] = used_descriptors;
+        self.chain_tail[usize::from(head)] = tail;
+        self.in_flight += 1;
+        // The device cannot see this entry before `commit` publishes avail.idx.
+        self.avail_entry(self.avail_idx)
+            .store(head.to_le(), Ordering::Relaxed);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        head
+    }
+
+    /// Writes `chain` into free descriptors starting at `head`, following the
+    /// free list; returns how many it took and the last one.
+    fn write_direct(&mut self, head: u16, chain: &[Segment]) -> (u16, u16) {
+        let mut index = head;
+        let mut tail = head;
+        for (position, segment) in chain.iter().enumerate() {
+            let last = position + 1 == chain.len();
+            let next = self.next[usize::from(index)];
+            let mut flags = SplitDescFlags::empty();
+            if segment.device_writable {
+                flags |= SplitDescFlags::WRITE;
+            }
+            if !last {
+                flags |= SplitDescFlags::NEXT;
+            }
+            store_desc(
+                self.desc.get(usize::from(index)),
+                segment,
+                flags,
+                if last { 0 } else { next },
+            );
+            tail = index;
+            index = next;
+        }
+        (chain.len() as u16, tail)
+    }
+
+    /// Writes `chain` into `head`'s indirect table and `head` to point at it.
+    fn write_indirect(&mut self, head: u16, chain: &[Segment]) {
+        let Some(tables) = &self.indirect else {
+            unreachable!("descriptors_needed said indirect")
+        };
+        let table = tables.table(head);
+        for (position, segment) in chain.iter().enumerate() {
+            let last = position + 1 == chain.len();
+            let mut flags = SplitDescFlags::empty();
+            if segment.device_writable {
+                flags |= SplitDescFlags::WRITE;
+            }
+            if !last {
+                flags |= SplitDescFlags::NEXT;
+            }
+            let next = if last { 0 } else { position as u16 + 1 };
+            store_desc(&table[position], segment, flags, next);
+        }
+        let table_segment = Segment {
+            addr: tables.table_addr(head),
+            len: (chain.len() * 16) as u32,
+            device_writable: false,
+        };
+        store_desc(
+            self.desc.get(usize::from(head)),
+            &table_segment,
+            SplitDescFlags::INDIRECT,
+            0,
+        );
+    }
+
+    /// Publishes the batch; true when the device wants a notification.
+    #[inline]
+    pub(crate) fn commit(&mut self) -> bool {
+        if self.avail_idx == self.published_idx {
+            return false;
+        }
+        // Rule 1: the ring entries and descriptors above are written before
+        // avail.idx hands them over; Release orders them.
+        self.avail_idx_field()
+            .store(self.avail_idx.to_le(), Ordering::Release);
+        // Rule 2: the index store must be visible before we read the device's
+        // suppression state, or both sides can decide the other is awake.
+        fence(Ordering::SeqCst);
+        let old = self.published_idx;
+        self.published_idx = self.avail_idx;
+        if self.event_idx {
+            let event = u16::from_le(self.avail_event.get(0).load(Ordering::Relaxed));
+            need_event(event, self.avail_idx, old)
+        } else {
+            let flags = u16::from_le(self.used_header.get(0).load(Ordering::Relaxed));
+            flags & VIRTQ_USED_F_NO_NOTIFY == 0
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
+        if self.last_used == self.device_used_idx {
+            // Rule 3: Acquire on used.idx before reading the elements it covers.
+            let published = u16::from_le(self.used_header.get(1).load(Ordering::Acquire));
+            if published == self.last_used {
+                return Ok(None);
+            }
+            if published.wrapping_sub(self.last_used) > self.in_flight {
+                return Err(DeviceFault::UsedIndexJump {
+                    last: self.last_used,
+                    published,
+                });
+            }
+            self.device_used_idx = published;
+        }
+        let element = self.used_ring.get(usize::from(self.last_used & self.mask));
+        let id = u32::from_le(element.id.load(Ordering::Relaxed));
+        let len = u32::from_le(element.len.load(Ordering::Relaxed));
+        if id >= u32::from(self.layout.size) {
+            return Err(DeviceFault::IdOutOfRange(id));
+        }
+        let head = id as u16;
+        let descriptors = self.chain_len[usize::from(head)];
+        if descriptors == 0 {
+            return Err(DeviceFault::IdNotInFlight(head));
+        }
+        let tail = self.chain_tail[usize::from(head)];
+        self.next[usize::from(tail)] = self.free_head;
+        self.free_head = head;
+        self.num_free += descriptors;
+        self.chain_len[usize::from(head)] = 0;
+        self.in_flight -= 1;
+        self.last_used = self.last_used.wrapping_add(1);
+        if self.event_idx
+            && self.notifications == UsedNotifications::Off
+            && self.last_used.wrapping_sub(self.used_event) > USED_EVENT_REFRESH
+        {
+            self.park_used_event();
+        }
+        Ok(Some(Used { id: head, len }))
+    }
+
+    /// Puts `used_event` just behind our position: the device would have to
+    /// complete 65535 more buffers to cross it.
+    fn park_used_event(&mut self) {
+        self.used_event = self.last_used.wrapping_sub(1);
+        self.used_event_field()
+            .store(self.used_event.to_le(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_used_notifications(&mut self, mode: UsedNotifications) {
+        self.notifications = mode;
+        match (mode, self.event_idx) {
+            // With EVENT_IDX the device ignores avail.flags (§2.7.7); used_event rules.
+            (UsedNotifications::Off, true) => self.park_used_event(),
+            (UsedNotifications::Off, false) => self
+                .avail_flags()
+                .store(VIRTQ_AVAIL_F_NO_INTERRUPT.to_le(), Ordering::Relaxed),
+            (UsedNotifications::On, _) => {
+                self.arm_and_check();
+            }
+        }
+    }
+
+    /// Rule 4: ask for a notification at the next used element, fence, and
+    /// report whether one is already there.
+    pub(crate) fn arm_and_check(&mut self) -> bool {
+        self.notifications = UsedNotifications::On;
+        if self.event_idx {
+            self.used_event = self.last_used;
+            self.used_event_field()
+                .store(self.used_event.to_le(), Ordering::Relaxed);
+        } else {
+            self.avail_flags().store(0, Ordering::Relaxed);
+        }
+        // The re-arm store must be visible before we look at used.idx again,
+        // pairing with the device's fence between used.idx and reading used_event.
+        fence(Ordering::SeqCst);
+        u16::from_le(self.used_header.get(1).load(Ordering::Acquire)) != self.last_used
+    }
+}
+
+/// Fills one descriptor; ordering is provided by the later publish.
+#[inline]
+fn store_desc(desc: &SplitDesc, segment: &Segment, flags: SplitDescFlags, next: u16) {
+    desc.addr.store(segment.addr.to_le(), Ordering::Relaxed);
+    desc.len.store(segment.len.to_le(), Ordering::Relaxed);
+    desc.flags.store(flags.bits().to_le(), Ordering::Relaxed);
+    desc.next.store(next.to_le(), Ordering::Relaxed);
+}

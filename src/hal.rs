@@ -132,3 +132,36 @@ impl<H: Hal> fmt::Debug for DmaBuffer<H> {
             .finish()
     }
 }
+
+/// A Hal over the host allocator for unit tests: device address = pointer.
+#[cfg(test)]
+pub(crate) mod test_hal {
+    extern crate std;
+
+    use super::{Hal, PhysAddr, PAGE_SIZE};
+    use core::ptr::NonNull;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+    #[derive(Clone, Copy, Default)]
+    pub(crate) struct TestHal;
+
+    fn layout(pages: usize) -> Layout {
+        Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("page layout")
+    }
+
+    // SAFETY: memory comes zeroed and page-aligned from the global allocator,
+    // is exclusively owned until dma_dealloc, and the test "device" is this
+    // process, which reaches it at its own address.
+    unsafe impl Hal for TestHal {
+        fn dma_alloc(&self, pages: usize) -> Option<(PhysAddr, NonNull<u8>)> {
+            // SAFETY: the layout has a non-zero size.
+            let ptr = NonNull::new(unsafe { alloc_zeroed(layout(pages)) })?;
+            Some((ptr.as_ptr() as PhysAddr, ptr))
+        }
+
+        unsafe fn dma_dealloc(&self, _paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) {
+            // SAFETY: the caller passes back what dma_alloc returned for `pages`.
+            unsafe { dealloc(vaddr.as_ptr(), layout(pages)) }
+        }
+    }
+}

@@ -374,3 +374,67 @@ fn store_desc(desc: &PackedDesc, segment: &Segment, id: u16) {
     desc.len.store(segment.len.to_le(), Ordering::Relaxed);
     desc.id.store(id.to_le(), Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hal::test_hal::TestHal;
+
+    fn ring(size: u16) -> PackedRing<TestHal> {
+        PackedRing::new(&TestHal, size, true, None).expect("ring")
+    }
+
+    fn off_wrap(offset: u16, wrap: bool) -> u16 {
+        offset | if wrap { packed_event::WRAP_BIT } else { 0 }
+    }
+
+    #[test]
+    fn packed_event_in_batch_across_the_wrap() {
+        let mut r = ring(8);
+        // Published slots 6, 7 (lap with wrap 1) then 0, 1 (lap with wrap 0).
+        r.next_avail = 2;
+        r.avail_wrap = false;
+        assert!(r.event_in_batch(off_wrap(6, true), 4));
+        assert!(r.event_in_batch(off_wrap(7, true), 4));
+        assert!(r.event_in_batch(off_wrap(0, false), 4));
+        assert!(r.event_in_batch(off_wrap(1, false), 4));
+        assert!(!r.event_in_batch(off_wrap(2, false), 4));
+        assert!(!r.event_in_batch(off_wrap(5, true), 4));
+    }
+
+    #[test]
+    fn packed_event_in_batch_odd_size_full_lap() {
+        let mut r = ring(3);
+        r.next_avail = 1;
+        r.avail_wrap = true;
+        // A batch of a whole lap (3 slots) from position 1 of the previous lap.
+        assert!(r.event_in_batch(off_wrap(1, false), 3));
+        assert!(r.event_in_batch(off_wrap(2, false), 3));
+        assert!(r.event_in_batch(off_wrap(0, true), 3));
+        assert!(!r.event_in_batch(off_wrap(1, true), 3));
+    }
+
+    #[test]
+    fn packed_chain_wraps_with_flipped_avail_bits() {
+        let mut r = ring(3);
+        let chain = [Segment {
+            addr: 0x1000,
+            len: 16,
+            device_writable: false,
+        }; 2];
+        assert_eq!(r.add(&chain), 0);
+        r.commit();
+        // Second chain takes slot 2 (wrap 1) and slot 0 (wrap 0): needs 2 free, only 1 left.
+        assert_eq!(r.next_id(2), None);
+        assert_eq!(r.next_id(1), Some(1));
+        let flags = |i: usize| {
+            PackedDescFlags::from_bits_retain(u16::from_le(
+                r.desc.get(i).flags.load(Ordering::Relaxed),
+            ))
+        };
+        assert!(flags(0).contains(PackedDescFlags::AVAIL | PackedDescFlags::NEXT));
+        assert!(!flags(0).contains(PackedDescFlags::USED));
+        assert!(flags(1).contains(PackedDescFlags::AVAIL));
+        assert!(!flags(1).contains(PackedDescFlags::NEXT));
+    }
+}

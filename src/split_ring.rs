@@ -367,3 +367,94 @@ fn store_desc(desc: &SplitDesc, segment: &Segment, flags: SplitDescFlags, next: 
     desc.flags.store(flags.bits().to_le(), Ordering::Relaxed);
     desc.next.store(next.to_le(), Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hal::test_hal::TestHal;
+
+    fn segment(device_writable: bool) -> Segment {
+        Segment {
+            addr: 0x2000,
+            len: 512,
+            device_writable,
+        }
+    }
+
+    #[test]
+    fn split_direct_chain_follows_the_free_list_and_frees_back() {
+        let mut r = SplitRing::new(&TestHal, 4, false, None).expect("ring");
+        let chain = [segment(false), segment(true), segment(true)];
+        assert_eq!(r.next_id(3), Some(0));
+        assert_eq!(r.add(&chain), 0);
+        assert_eq!(r.next_id(3), None, "one descriptor left");
+        assert_eq!(r.next_id(1), Some(3));
+        let d = |i: usize| r.desc.get(i);
+        assert_eq!(u16::from_le(d(0).next.load(Ordering::Relaxed)), 1);
+        assert_eq!(u16::from_le(d(1).next.load(Ordering::Relaxed)), 2);
+        let last =
+            SplitDescFlags::from_bits_retain(u16::from_le(d(2).flags.load(Ordering::Relaxed)));
+        assert_eq!(last, SplitDescFlags::WRITE);
+        assert!(r.commit(), "used.flags is 0: the device wants a kick");
+        // Play device: use head 0.
+        r.used_ring.get(0).id.store(0, Ordering::Relaxed);
+        r.used_ring
+            .get(0)
+            .len
+            .store(1u32.to_le(), Ordering::Relaxed);
+        r.used_header.get(1).store(1u16.to_le(), Ordering::Release);
+        assert_eq!(r.pop_used(), Ok(Some(Used { id: 0, len: 1 })));
+        assert_eq!(r.pop_used(), Ok(None));
+        assert_eq!(r.num_free, 4);
+        // The freed chain is reused first.
+        assert_eq!(r.next_id(3), Some(0));
+    }
+
+    #[test]
+    fn split_used_id_checks() {
+        let mut r = SplitRing::new(&TestHal, 4, false, None).expect("ring");
+        r.add(&[segment(false), segment(true)]);
+        r.commit();
+        r.used_ring.get(0).id.store(9u32.to_le(), Ordering::Relaxed);
+        r.used_header.get(1).store(1u16.to_le(), Ordering::Release);
+        assert_eq!(r.pop_used(), Err(DeviceFault::IdOutOfRange(9)));
+
+        let mut r = SplitRing::new(&TestHal, 4, false, None).expect("ring");
+        r.add(&[segment(false), segment(true)]);
+        r.commit();
+        r.used_ring.get(0).id.store(2u32.to_le(), Ordering::Relaxed);
+        r.used_header.get(1).store(1u16.to_le(), Ordering::Release);
+        assert_eq!(r.pop_used(), Err(DeviceFault::IdNotInFlight(2)));
+
+        let mut r = SplitRing::new(&TestHal, 4, false, None).expect("ring");
+        r.add(&[segment(false), segment(true)]);
+        r.commit();
+        r.used_header.get(1).store(3u16.to_le(), Ordering::Release);
+        assert_eq!(
+            r.pop_used(),
+            Err(DeviceFault::UsedIndexJump {
+                last: 0,
+                published: 3
+            })
+        );
+    }
+
+    #[test]
+    fn split_event_idx_kick_across_u16_wrap() {
+        let mut r = SplitRing::new(&TestHal, 8, true, Some(4)).expect("ring");
+        // Pretend 65529 buffers went through; the device asked for 65530.
+        r.avail_idx = 65529;
+        r.published_idx = 65529;
+        r.last_used = 65529;
+        r.device_used_idx = 65529;
+        r.avail_event
+            .get(0)
+            .store(65530u16.to_le(), Ordering::Relaxed);
+        for _ in 0..8 {
+            r.add(&[segment(false), segment(true)]);
+        }
+        assert_eq!(r.avail_idx, 1);
+        assert!(r.commit(), "old 65529, new 1, event 65530 must notify");
+        assert_eq!(u16::from_le(r.avail_idx_field().load(Ordering::Relaxed)), 1);
+    }
+}

@@ -35,9 +35,15 @@ fn parse() -> Result<Options, String> {
                     other => return Err(format!("--ring {other}: expected split, packed or both")),
                 }
             }
-            "--requests" => options.requests = value.parse().map_err(|_| format!("--requests {value}: not a number"))?,
+            "--requests" => {
+                options.requests = value
+                    .parse()
+                    .map_err(|_| format!("--requests {value}: not a number"))?
+            }
             "--iodepth" => {
-                options.iodepth = value.parse().map_err(|_| format!("--iodepth {value}: not a number"))?;
+                options.iodepth = value
+                    .parse()
+                    .map_err(|_| format!("--iodepth {value}: not a number"))?;
                 if !(1..=256).contains(&options.iodepth) {
                     return Err("--iodepth must be 1..=256".into());
                 }
@@ -67,14 +73,18 @@ fn run(ring: RingKind, options: &Options) -> Result<(), String> {
         sim_config.features.remove(Features::RING_PACKED);
     }
     let sim = SimDevice::new(sim_config);
-    let mut device = BlkDevice::new(SimHal, sim.transport(), Config::default()).map_err(|e| e.to_string())?;
+    let mut device =
+        BlkDevice::new(SimHal, sim.transport(), Config::default()).map_err(|e| e.to_string())?;
     let mut queue = device.take_queues().into_queues().remove(0);
 
     let mut generation = vec![0u64; BLOCKS as usize];
     let mut busy = vec![false; BLOCKS as usize];
-    let mut free: Vec<DmaBuffer<SimHal>> = (0..options.iodepth).map(|_| DmaBuffer::new(&SimHal, 4096).expect("dma")).collect();
+    let mut free: Vec<DmaBuffer<SimHal>> = (0..options.iodepth)
+        .map(|_| DmaBuffer::new(&SimHal, 4096).expect("dma"))
+        .collect();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let (mut submitted, mut completed, mut verify_errors, mut reads, mut writes) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut submitted, mut completed, mut verify_errors, mut reads, mut writes) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let start = Instant::now();
     while completed < options.requests {
         while submitted < options.requests {

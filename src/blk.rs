@@ -89,7 +89,7 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
             return Err(Error::FeaturesRejected);
         }
 
-        let mut info = config::read_device_info(transport, accepted, config)?;
+        let info = config::read_device_info(transport, accepted, config)?;
         let wanted = config.queues.clamp(1, info.device_queues);
         let mut queues = Vec::with_capacity(usize::from(wanted));
         for index in 0..wanted {
@@ -102,10 +102,6 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         if queues.is_empty() {
             return Err(Error::NoQueues);
         }
-        // Every queue shares one DeviceInfo; a device offering fewer queues
-        // than num_queues claims is taken at its word for the ones that work.
-        info.device_queues = info.device_queues.min(queues.len() as u16);
-
         status |= DeviceStatus::DRIVER_OK;
         transport.set_status(status);
         if transport

@@ -132,6 +132,13 @@ impl<H: Hal> PackedRing<H> {
         }
     }
 
+    pub(crate) fn max_chain(&self) -> usize {
+        match &self.indirect {
+            Some(tables) => tables.per_table().max(usize::from(self.layout.size)),
+            None => usize::from(self.layout.size),
+        }
+    }
+
     #[inline]
     pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
         let needed = self.slots_needed(segments);

@@ -163,6 +163,11 @@ impl<H: Hal> Ring<H> {
         dispatch!(self, r => r.arm_and_check())
     }
 
+    /// Longest chain this ring can ever hold (indirect tables or the whole ring).
+    pub(crate) fn max_chain(&self) -> usize {
+        dispatch!(self, r => r.max_chain())
+    }
+
     /// Chains posted and not yet used.
     pub(crate) fn in_flight(&self) -> u16 {
         dispatch!(self, r => r.in_flight())

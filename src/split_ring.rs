@@ -165,6 +165,13 @@ impl<H: Hal> SplitRing<H> {
         }
     }
 
+    pub(crate) fn max_chain(&self) -> usize {
+        match &self.indirect {
+            Some(tables) => tables.per_table().max(usize::from(self.layout.size)),
+            None => usize::from(self.layout.size),
+        }
+    }
+
     #[inline]
     pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
         let needed = self.descriptors_needed(segments);

@@ -64,9 +64,9 @@ fn every_request_type(ring: RingKind) {
     assert_eq!(&on_disk[1536..], &written[1536..]);
 
     // DISCARD and SECURE_ERASE complete OK.
-    queue.discard(12, 4, 6).unwrap();
+    queue.discard(16, 8, 6).unwrap();
     assert_eq!(one(&sim, &mut queue).result, Ok(()));
-    queue.secure_erase(16, 8, 7).unwrap();
+    queue.secure_erase(24, 8, 7).unwrap();
     assert_eq!(one(&sim, &mut queue).result, Ok(()));
 
     // The raw path: a two-segment write by device address.

@@ -123,6 +123,9 @@ fn random_verify(ring: RingKind, w: Workload) -> u64 {
     }
     assert!(in_flight.is_empty());
     assert_eq!(sim.violations(), Vec::<String>::new());
+    // Every doorbell the driver counted reached the device, and no more.
+    assert_eq!(queue.stats().kicks, sim.stats(queue.index()).kicks);
+    assert_eq!(queue.stats().completed, completed);
     // The disk itself agrees with the model.
     let mut disk = vec![0u8; 512];
     for sector in 0..DISK_SECTORS {

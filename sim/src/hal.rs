@@ -102,7 +102,10 @@ mod tests {
         let (paddr, vaddr) = hal.dma_alloc(3).expect("allocation");
         assert_eq!(paddr as usize, vaddr.as_ptr() as usize);
         assert_eq!(paddr as usize % PAGE_SIZE, 0);
-        assert_eq!(find_allocation(paddr as usize + 100, 8000), Some((paddr as usize, 3 * PAGE_SIZE)));
+        assert_eq!(
+            find_allocation(paddr as usize + 100, 8000),
+            Some((paddr as usize, 3 * PAGE_SIZE))
+        );
         assert_eq!(find_allocation(paddr as usize + 3 * PAGE_SIZE - 1, 2), None);
         // SAFETY: exactly what dma_alloc returned.
         unsafe { hal.dma_dealloc(paddr, vaddr, 3) };

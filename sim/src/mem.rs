@@ -14,12 +14,17 @@ use core::ptr::NonNull;
 use core::sync::atomic::AtomicU16;
 
 use virtio_blk_mq::spec::{EventSuppress, PackedDesc, SplitDesc, UsedElem};
+use virtio_blk_mq::PAGE_SIZE;
 
 use crate::hal;
+
+/// Slots of the per-queue allocation cache (direct-mapped by page number).
+const CACHE_SLOTS: usize = 256;
 
 /// Cached "is this in DMA memory" checks for one queue.
 pub(crate) struct MemCheck {
     epoch: u64,
+    /// `(start, len)` of a live allocation, indexed by the page of an address inside it.
     cache: Vec<(usize, usize)>,
 }
 
@@ -27,7 +32,7 @@ impl MemCheck {
     pub(crate) fn new() -> MemCheck {
         MemCheck {
             epoch: hal::free_epoch(),
-            cache: Vec::new(),
+            cache: vec![(0, 0); CACHE_SLOTS],
         }
     }
 
@@ -48,16 +53,14 @@ impl MemCheck {
         let epoch = hal::free_epoch();
         if epoch != self.epoch {
             self.epoch = epoch;
-            self.cache.clear();
+            self.cache.fill((0, 0));
         }
-        if self.cache.iter().any(|&(s, l)| start >= s && end <= s + l) {
+        let slot = (start / PAGE_SIZE) % CACHE_SLOTS;
+        let (s, l) = self.cache[slot];
+        if start >= s && end <= s + l {
             return Ok(GuestRange { start, len });
         }
-        let found = hal::find_allocation(start, len).ok_or_else(fault)?;
-        if self.cache.len() >= 64 {
-            self.cache.clear();
-        }
-        self.cache.push(found);
+        self.cache[slot] = hal::find_allocation(start, len).ok_or_else(fault)?;
         Ok(GuestRange { start, len })
     }
 }
@@ -84,7 +87,9 @@ impl GuestRange {
         // allocation and `offset + n <= len`. The driver gave this buffer to the
         // device and may not touch it until it is used (VIRTIO 1.2 §2.7.13,
         // §2.8.21), so the copy races with nothing but a driver bug.
-        unsafe { core::ptr::copy_nonoverlapping((self.start + offset) as *const u8, dst.as_mut_ptr(), n) }
+        unsafe {
+            core::ptr::copy_nonoverlapping((self.start + offset) as *const u8, dst.as_mut_ptr(), n)
+        }
     }
 
     /// Copies `src` to `offset` bytes into the range (clamped to the range).
@@ -101,7 +106,7 @@ impl GuestRange {
     /// A typed pointer to `offset`, if the whole `T` fits and is aligned.
     fn typed<T>(&self, offset: usize) -> Result<NonNull<T>, String> {
         let addr = self.start + offset;
-        if offset + size_of::<T>() > self.len || addr % align_of::<T>() != 0 {
+        if offset + size_of::<T>() > self.len || addr & (align_of::<T>() - 1) != 0 {
             return Err(format!("ring area at {addr:#x} is misaligned or too short"));
         }
         NonNull::new(addr as *mut T).ok_or_else(|| "ring area at address 0".to_string())
@@ -109,11 +114,18 @@ impl GuestRange {
 }
 
 /// Checks that a ring area of `len` bytes at `addr` is in DMA memory and aligned to `align`.
-fn area(mem: &mut MemCheck, what: &str, addr: u64, len: usize, align: u64) -> Result<GuestRange, String> {
-    if addr % align != 0 {
+fn area(
+    mem: &mut MemCheck,
+    what: &str,
+    addr: u64,
+    len: usize,
+    align: u64,
+) -> Result<GuestRange, String> {
+    if addr & (align - 1) != 0 {
         return Err(format!("{what} at {addr:#x} is not {align}-byte aligned"));
     }
-    mem.range(addr, len as u64).map_err(|e| format!("{what}: {e}"))
+    mem.range(addr, len as u64)
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// Typed views of a split ring's three areas (VIRTIO 1.2 §2.7), checked once at setup.
@@ -132,7 +144,13 @@ unsafe impl Send for SplitAreas {}
 
 impl SplitAreas {
     /// Checks sizes and alignment (§2.7.1 table: 16, 2, 4) of the three areas.
-    pub(crate) fn new(mem: &mut MemCheck, size: u16, desc: u64, avail: u64, used: u64) -> Result<Self, String> {
+    pub(crate) fn new(
+        mem: &mut MemCheck,
+        size: u16,
+        desc: u64,
+        avail: u64,
+        used: u64,
+    ) -> Result<Self, String> {
         let n = usize::from(size);
         let d = area(mem, "descriptor table", desc, 16 * n, 16)?;
         let a = area(mem, "available ring", avail, 6 + 2 * n, 2)?;
@@ -198,7 +216,14 @@ impl SplitAreas {
         // SAFETY: the used area is `6 + 8 * size` bytes, 4-byte aligned, so the
         // element at `4 + 8 * slot` is in bounds and 4-byte aligned as
         // `UsedElem` needs; it is made of atomics shared with the driver.
-        unsafe { &*self.used.as_ptr().cast::<u8>().add(offset).cast::<UsedElem>() }
+        unsafe {
+            &*self
+                .used
+                .as_ptr()
+                .cast::<u8>()
+                .add(offset)
+                .cast::<UsedElem>()
+        }
     }
 
     /// `avail_event`, after the used ring.
@@ -221,7 +246,13 @@ unsafe impl Send for PackedAreas {}
 
 impl PackedAreas {
     /// Checks sizes and alignment (§2.8.10.1 table: 16, 4, 4) of the three areas.
-    pub(crate) fn new(mem: &mut MemCheck, size: u16, desc: u64, driver: u64, device: u64) -> Result<Self, String> {
+    pub(crate) fn new(
+        mem: &mut MemCheck,
+        size: u16,
+        desc: u64,
+        driver: u64,
+        device: u64,
+    ) -> Result<Self, String> {
         let d = area(mem, "descriptor ring", desc, 16 * usize::from(size), 16)?;
         let drv = area(mem, "driver event suppression area", driver, 4, 4)?;
         let dev = area(mem, "device event suppression area", device, 4, 4)?;

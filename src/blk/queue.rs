@@ -631,6 +631,10 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         let inner = &mut *self.inner;
         let memory = &mut *inner.memory;
         let segments = data.len() + usize::from(range.is_some()) + 2;
+        if segments > memory.ring.max_chain() {
+            // It would never fit: QueueFull would make the caller wait forever.
+            return Err(Error::TooManySegments);
+        }
         let id = memory.ring.next_id(segments).ok_or(Error::QueueFull)?;
         memory.slab.prepare(id, op.wire_type(), sector);
         let mut chain: ArrayVec<Segment, MAX_CHAIN> = ArrayVec::new();

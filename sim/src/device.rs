@@ -1,0 +1,271 @@
+//! [`SimDevice`]: the shared state behind the transport, the inline stepping
+//! API and the device threads.
+
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use virtio_blk_mq::spec::blk_config;
+use virtio_blk_mq::{DeviceStatus, Features};
+
+use crate::config::SimConfig;
+use crate::disk::Disk;
+use crate::queue::{Kicks, QueueState, StepOutcome};
+use crate::request::ReqCtx;
+use crate::threads::{SimThreads, ThreadMode};
+use crate::transport::SimTransport;
+
+/// Locks `m`, ignoring poisoning (a panicking test thread must not hide state).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Counters of one queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Available-buffer notifications (doorbell writes) received.
+    pub kicks: u64,
+    /// Used-buffer notifications sent.
+    pub used_notifications: u64,
+    /// Requests completed.
+    pub completed: u64,
+}
+
+/// A used-buffer notification handler.
+pub(crate) type Callback = Arc<dyn Fn() + Send + Sync>;
+
+/// Per-queue shared state.
+pub(crate) struct QueueSlot {
+    /// Device-side ring state; `None` while the queue is not enabled.
+    pub(crate) state: Mutex<Option<QueueState>>,
+    pub(crate) kicks: AtomicU64,
+    pub(crate) used_notifications: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) callback: Mutex<Option<Callback>>,
+    /// Set by a kick, cleared by the sleeping device thread that sees it.
+    pub(crate) wake: Mutex<bool>,
+    pub(crate) wake_cv: Condvar,
+}
+
+/// Control-plane state written through the transport.
+#[derive(Default)]
+pub(crate) struct Control {
+    pub(crate) driver_features: u64,
+}
+
+/// Most violations kept; later ones are counted in the log only.
+const MAX_VIOLATIONS: usize = 1024;
+
+/// Everything a device and its transports and threads share.
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) config_space: [u8; blk_config::SIZE],
+    pub(crate) disk: Disk,
+    /// Device status (§2.1); written under `control`.
+    pub(crate) status: AtomicU8,
+    /// Negotiated features, valid once FEATURES_OK was accepted.
+    pub(crate) negotiated: AtomicU64,
+    pub(crate) control: Mutex<Control>,
+    pub(crate) queues: Vec<QueueSlot>,
+    violations: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    /// Records a driver protocol violation.
+    pub(crate) fn report(&self, msg: String) {
+        log::warn!("virtio-blk-sim: driver violation: {msg}");
+        let mut v = lock(&self.violations);
+        if v.len() < MAX_VIOLATIONS {
+            v.push(msg);
+        }
+    }
+
+    pub(crate) fn status(&self) -> DeviceStatus {
+        DeviceStatus::from_bits_retain(self.status.load(Ordering::SeqCst))
+    }
+
+    /// Sets DEVICE_NEEDS_RESET (§2.1.1): the device stops processing until reset.
+    pub(crate) fn set_needs_reset(&self) {
+        self.status
+            .fetch_or(DeviceStatus::DEVICE_NEEDS_RESET.bits(), Ordering::SeqCst);
+    }
+
+    /// Steps queue `queue` once; see [`SimDevice::step`].
+    pub(crate) fn step_queue(&self, queue: u16, kicks: Kicks, drain: bool) -> StepOutcome {
+        let Some(slot) = self.queues.get(usize::from(queue)) else {
+            return StepOutcome::default();
+        };
+        let status = self.status();
+        // §2.1.2 / §3.1: no buffers are used before DRIVER_OK, none after a fault.
+        if !status.contains(DeviceStatus::DRIVER_OK)
+            || status.intersects(DeviceStatus::DEVICE_NEEDS_RESET | DeviceStatus::FAILED)
+        {
+            return StepOutcome::default();
+        }
+        let outcome = {
+            let mut guard = lock(&slot.state);
+            let Some(state) = guard.as_mut() else {
+                return StepOutcome::default();
+            };
+            let ctx = ReqCtx {
+                config: &self.config,
+                disk: &self.disk,
+                features: state.features(),
+            };
+            let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
+            state.step(&ctx, kicks, drain, &mut report)
+        };
+        if outcome.broke {
+            self.set_needs_reset();
+        }
+        slot.completed
+            .fetch_add(outcome.completed as u64, Ordering::Relaxed);
+        if outcome.notify {
+            slot.used_notifications.fetch_add(1, Ordering::Relaxed);
+            // Called outside the queue lock, so a handler may step the device.
+            let callback = lock(&slot.callback).clone();
+            if let Some(f) = callback {
+                f();
+            }
+        }
+        outcome
+    }
+
+    /// After kicks were re-enabled: full fence, then re-check the ring
+    /// (DESIGN.md §3 rule 4 from the device's side). True when buffers raced in.
+    pub(crate) fn recheck_available(&self, queue: u16) -> bool {
+        fence(Ordering::SeqCst);
+        self.queues
+            .get(usize::from(queue))
+            .and_then(|slot| lock(&slot.state).as_ref().map(QueueState::has_available))
+            .unwrap_or(false)
+    }
+
+    /// Wakes a device thread sleeping on `queue`.
+    pub(crate) fn wake(&self, queue: u16) {
+        if let Some(slot) = self.queues.get(usize::from(queue)) {
+            *lock(&slot.wake) = true;
+            slot.wake_cv.notify_all();
+        }
+    }
+}
+
+/// A simulated virtio-blk device. Cloning is cheap and shares the device.
+#[derive(Clone)]
+pub struct SimDevice {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl SimDevice {
+    /// Creates a device; nothing runs until the driver sets it up through
+    /// [`SimDevice::transport`] and then [`SimDevice::step`] or
+    /// [`SimDevice::spawn`] drives it.
+    pub fn new(config: SimConfig) -> SimDevice {
+        let queues = (0..config.num_queues)
+            .map(|_| QueueSlot {
+                state: Mutex::new(None),
+                kicks: AtomicU64::new(0),
+                used_notifications: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
+                callback: Mutex::new(None),
+                wake: Mutex::new(false),
+                wake_cv: Condvar::new(),
+            })
+            .collect();
+        SimDevice {
+            shared: Arc::new(Shared {
+                config_space: config.config_space(),
+                disk: Disk::new(config.disk, config.capacity_sectors),
+                config,
+                status: AtomicU8::new(0),
+                negotiated: AtomicU64::new(0),
+                control: Mutex::new(Control::default()),
+                queues,
+                violations: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A transport for the driver (any number may exist; they share the device).
+    pub fn transport(&self) -> SimTransport {
+        SimTransport {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves queue `queue` inline: takes every available request, completes
+    /// them (in-order mode: all, in ring order; shuffled: a random non-empty
+    /// subset of all pending ones, in random order), re-enables kicks (§2.7.10:
+    /// `avail_event` = next index with EVENT_IDX, else `used.flags` = 0;
+    /// §2.8.10: DESC at the next position with EVENT_IDX, else ENABLE) and sends
+    /// a used-buffer notification if the driver asked for one. Returns how many
+    /// requests it completed. Does nothing before DRIVER_OK or after
+    /// DEVICE_NEEDS_RESET.
+    pub fn step(&self, queue: u16) -> usize {
+        self.shared
+            .step_queue(queue, Kicks::Enable, false)
+            .completed
+    }
+
+    /// Like [`SimDevice::step`], but completes every pending request, including held-back ones.
+    pub fn drain(&self, queue: u16) -> usize {
+        self.shared.step_queue(queue, Kicks::Enable, true).completed
+    }
+
+    /// Counters of queue `queue` (zeros for a queue the device does not have).
+    /// They count across resets.
+    pub fn stats(&self, queue: u16) -> QueueStats {
+        self.shared
+            .queues
+            .get(usize::from(queue))
+            .map(|q| QueueStats {
+                kicks: q.kicks.load(Ordering::Relaxed),
+                used_notifications: q.used_notifications.load(Ordering::Relaxed),
+                completed: q.completed.load(Ordering::Relaxed),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Driver protocol violations seen so far (at most 1024 are kept).
+    pub fn violations(&self) -> Vec<String> {
+        lock(&self.shared.violations).clone()
+    }
+
+    /// Copies disk contents from `sector` into `buf` (zeros for a null disk).
+    ///
+    /// # Panics
+    /// If the range lies beyond the capacity of a RAM disk.
+    pub fn read_disk(&self, sector: u64, buf: &mut [u8]) {
+        self.shared.disk.read(sector, buf)
+    }
+
+    /// Copies `buf` to the disk at `sector` (dropped for a null disk).
+    ///
+    /// # Panics
+    /// If the range lies beyond the capacity of a RAM disk.
+    pub fn write_disk(&self, sector: u64, buf: &[u8]) {
+        self.shared.disk.write(sector, buf)
+    }
+
+    /// The features accepted with FEATURES_OK (empty before that).
+    pub fn negotiated_features(&self) -> Features {
+        Features::from_bits_retain(self.shared.negotiated.load(Ordering::SeqCst))
+    }
+
+    /// Calls `f` for each used-buffer notification ("interrupt") on `queue`.
+    pub fn set_used_notify_callback(&self, queue: u16, f: Box<dyn Fn() + Send + Sync>) {
+        if let Some(slot) = self.shared.queues.get(usize::from(queue)) {
+            *lock(&slot.callback) = Some(Arc::from(f));
+        }
+    }
+
+    /// Sets DEVICE_NEEDS_RESET, as a device that hit an internal error would
+    /// (§2.1.1); the device processes nothing more until it is reset.
+    pub fn set_needs_reset(&self) {
+        self.shared.set_needs_reset()
+    }
+
+    /// Starts one device thread per queue enabled now; see [`ThreadMode`].
+    pub fn spawn(&self, mode: ThreadMode) -> SimThreads {
+        SimThreads::start(self.shared.clone(), mode)
+    }
+}

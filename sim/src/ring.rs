@@ -1,0 +1,122 @@
+//! One interface over the two ring formats, so the queue logic is written once.
+
+use virtio_blk_mq::QueueAddresses;
+
+use crate::mem::{MemCheck, PackedAreas, SplitAreas};
+use crate::packed::PackedRing;
+use crate::request::RawSeg;
+use crate::split::SplitRing;
+
+/// A chain taken from the ring.
+#[derive(Debug)]
+pub(crate) struct Popped {
+    /// Split: head index. Packed: buffer id of the chain's last descriptor.
+    pub(crate) id: u16,
+    /// Ring slots the chain occupies (packed; 1 for split).
+    pub(crate) skip: u16,
+    /// Why the chain is malformed, if it is.
+    pub(crate) fault: Option<String>,
+}
+
+/// The device side of a split or packed ring.
+pub(crate) enum Ring {
+    Split(SplitRing),
+    Packed(PackedRing),
+}
+
+/// Which ring format and options a queue was set up with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingSetup {
+    pub(crate) packed: bool,
+    pub(crate) size: u16,
+    pub(crate) addrs: QueueAddresses,
+    pub(crate) event_idx: bool,
+    pub(crate) indirect: bool,
+}
+
+impl RingSetup {
+    /// Checks the areas and builds the ring.
+    pub(crate) fn build(&self, mem: &mut MemCheck) -> Result<Ring, String> {
+        let a = self.addrs;
+        Ok(if self.packed {
+            let areas = PackedAreas::new(mem, self.size, a.desc, a.driver, a.device)?;
+            Ring::Packed(PackedRing::new(
+                areas,
+                self.size,
+                self.event_idx,
+                self.indirect,
+            ))
+        } else {
+            let areas = SplitAreas::new(mem, self.size, a.desc, a.driver, a.device)?;
+            Ring::Split(SplitRing::new(
+                areas,
+                self.size,
+                self.event_idx,
+                self.indirect,
+            ))
+        })
+    }
+
+    /// Re-checks the areas of `ring` (after DMA memory was freed somewhere).
+    pub(crate) fn recheck(&self, mem: &mut MemCheck, ring: &mut Ring) -> Result<(), String> {
+        let a = self.addrs;
+        match ring {
+            Ring::Split(r) => {
+                r.replace_areas(SplitAreas::new(mem, self.size, a.desc, a.driver, a.device)?)
+            }
+            Ring::Packed(r) => r.replace_areas(PackedAreas::new(
+                mem, self.size, a.desc, a.driver, a.device,
+            )?),
+        }
+        Ok(())
+    }
+}
+
+impl Ring {
+    pub(crate) fn pop(
+        &mut self,
+        mem: &mut MemCheck,
+        out: &mut Vec<RawSeg>,
+    ) -> Result<Option<Popped>, String> {
+        match self {
+            Ring::Split(r) => r.pop(mem, out),
+            Ring::Packed(r) => r.pop(mem, out),
+        }
+    }
+
+    pub(crate) fn push_used(&mut self, id: u16, skip: u16, len: u32) {
+        match self {
+            Ring::Split(r) => r.push_used(id, len),
+            Ring::Packed(r) => r.push_used(id, skip, len),
+        }
+    }
+
+    /// Publishes the batch; true when a used-buffer notification is due.
+    pub(crate) fn publish(&mut self) -> bool {
+        match self {
+            Ring::Split(r) => r.publish(),
+            Ring::Packed(r) => r.publish(),
+        }
+    }
+
+    pub(crate) fn has_available(&self) -> bool {
+        match self {
+            Ring::Split(r) => r.has_available(),
+            Ring::Packed(r) => r.has_available(),
+        }
+    }
+
+    pub(crate) fn enable_kicks(&mut self) {
+        match self {
+            Ring::Split(r) => r.enable_kicks(),
+            Ring::Packed(r) => r.enable_kicks(),
+        }
+    }
+
+    pub(crate) fn disable_kicks(&mut self) {
+        match self {
+            Ring::Split(r) => r.disable_kicks(),
+            Ring::Packed(r) => r.disable_kicks(),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Device side of a split virtqueue (VIRTIO 1.2 §2.7).
+//!
+//! The device keeps private shadows of its positions (`next_avail`,
+//! `next_used`) and never reads back what it wrote to shared memory.
+
+use core::sync::atomic::{fence, Ordering};
+
+use virtio_blk_mq::spec::{
+    need_event, SplitDescFlags, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
+};
+
+use crate::mem::{MemCheck, SplitAreas};
+use crate::request::RawSeg;
+use crate::ring::Popped;
+
+/// The device's view of one split ring.
+pub(crate) struct SplitRing {
+    areas: SplitAreas,
+    size: u16,
+    event_idx: bool,
+    indirect: bool,
+    /// Next `avail.ring` index to read (free-running, wraps at 2^16).
+    next_avail: u16,
+    /// Next `used.ring` index to write (free-running).
+    next_used: u16,
+    /// `next_used` when the last batch was published.
+    published_used: u16,
+}
+
+impl SplitRing {
+    pub(crate) fn new(areas: SplitAreas, size: u16, event_idx: bool, indirect: bool) -> SplitRing {
+        SplitRing {
+            areas,
+            size,
+            event_idx,
+            indirect,
+            next_avail: 0,
+            next_used: 0,
+            published_used: 0,
+        }
+    }
+
+    /// Swaps in re-checked areas (after some DMA memory was freed).
+    pub(crate) fn replace_areas(&mut self, areas: SplitAreas) {
+        self.areas = areas;
+    }
+
+    /// True when `avail.idx` shows entries the device has not taken yet.
+    pub(crate) fn has_available(&self) -> bool {
+        // Acquire pairs with the driver's Release store of avail.idx.
+        u16::from_le(self.areas.avail_idx().load(Ordering::Acquire)) != self.next_avail
+    }
+
+    /// Takes the next available chain (§2.7.13 from the device's side), its
+    /// buffers appended to `out`. `Err` is a fault that leaves the ring unusable.
+    pub(crate) fn pop(
+        &mut self,
+        mem: &mut MemCheck,
+        out: &mut Vec<RawSeg>,
+    ) -> Result<Option<Popped>, String> {
+        // Acquire pairs with the driver's Release store of avail.idx: the ring
+        // entries and descriptors it published are visible below.
+        let avail_idx = u16::from_le(self.areas.avail_idx().load(Ordering::Acquire));
+        if avail_idx == self.next_avail {
+            return Ok(None);
+        }
+        let in_flight = self.next_avail.wrapping_sub(self.next_used);
+        if avail_idx.wrapping_sub(self.next_avail) > self.size - in_flight.min(self.size) {
+            return Err(format!(
+                "avail.idx {avail_idx} is {} entries past the device's {} with {in_flight} in flight; \
+                 at most {} buffers can be outstanding",
+                avail_idx.wrapping_sub(self.next_avail),
+                self.next_avail,
+                self.size
+            ));
+        }
+        let head = u16::from_le(
+            self.areas
+                .avail_ring(self.next_avail)
+                .load(Ordering::Relaxed),
+        );
+        self.next_avail = self.next_avail.wrapping_add(1);
+        if head >= self.size {
+            return Err(format!(
+                "avail.ring names head {head}, queue size is {}",
+                self.size
+            ));
+        }
+        let fault = self.walk(mem, head, out).err();
+        Ok(Some(Popped {
+            id: head,
+            skip: 1,
+            fault,
+        }))
+    }
+
+    /// Follows the chain from `head` (§2.7.5), including one indirect table (§2.7.5.3).
+    fn walk(&self, mem: &mut MemCheck, head: u16, out: &mut Vec<RawSeg>) -> Result<(), String> {
+        let mut i = head;
+        for _ in 0..self.size {
+            let d = self.areas.desc(i);
+            let addr = u64::from_le(d.addr.load(Ordering::Relaxed));
+            let len = u32::from_le(d.len.load(Ordering::Relaxed));
+            let flags =
+                SplitDescFlags::from_bits_retain(u16::from_le(d.flags.load(Ordering::Relaxed)));
+            let next = u16::from_le(d.next.load(Ordering::Relaxed));
+            if flags.contains(SplitDescFlags::INDIRECT) {
+                // Still read the table on a violation, so the status byte can report it.
+                let table = walk_indirect(mem, addr, len, out);
+                if !self.indirect {
+                    return Err(
+                        "INDIRECT descriptor without negotiated INDIRECT_DESC (§2.7.5.3.1)".into(),
+                    );
+                }
+                if flags.contains(SplitDescFlags::NEXT) {
+                    return Err("descriptor sets both INDIRECT and NEXT (§2.7.5.3.1)".into());
+                }
+                return table;
+            }
+            out.push(RawSeg {
+                addr,
+                len,
+                write: flags.contains(SplitDescFlags::WRITE),
+            });
+            if !flags.contains(SplitDescFlags::NEXT) {
+                return Ok(());
+            }
+            if next >= self.size {
+                return Err(format!(
+                    "descriptor {i} chains to {next}, queue size is {}",
+                    self.size
+                ));
+            }
+            i = next;
+        }
+        Err(format!(
+            "chain from head {head} is longer than the queue size (a loop?)"
+        ))
+    }
+
+    /// Writes one used element (§2.7.8); visible to the driver after [`Self::publish`].
+    pub(crate) fn push_used(&mut self, id: u16, len: u32) {
+        let elem = self.areas.used_elem(self.next_used);
+        elem.id.store(u32::from(id).to_le(), Ordering::Relaxed);
+        elem.len.store(len.to_le(), Ordering::Relaxed);
+        self.next_used = self.next_used.wrapping_add(1);
+    }
+
+    /// Publishes the used elements written since the last call; true when the
+    /// driver asked for a used-buffer notification for them (§2.7.7.2).
+    pub(crate) fn publish(&mut self) -> bool {
+        let old = self.published_used;
+        let new = self.next_used;
+        if old == new {
+            return false;
+        }
+        // Release: the used elements above are visible before the index that hands them over.
+        self.areas.used_idx().store(new.to_le(), Ordering::Release);
+        self.published_used = new;
+        // Full fence between publishing used.idx and reading the driver's
+        // suppression state; pairs with the driver's fence between re-enabling
+        // notifications and re-checking used.idx (DESIGN.md §3 rules 2 and 4).
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let used_event = u16::from_le(self.areas.used_event().load(Ordering::Relaxed));
+            need_event(used_event, new, old)
+        } else {
+            u16::from_le(self.areas.avail_flags().load(Ordering::Relaxed))
+                & VIRTQ_AVAIL_F_NO_INTERRUPT
+                == 0
+        }
+    }
+
+    /// Asks for a kick when the driver makes the next buffer available (§2.7.10).
+    /// The caller fences before re-checking the ring.
+    pub(crate) fn enable_kicks(&mut self) {
+        self.areas.used_flags().store(0, Ordering::Relaxed);
+        if self.event_idx {
+            self.areas
+                .avail_event()
+                .store(self.next_avail.to_le(), Ordering::Relaxed);
+        }
+    }
+
+    /// Tells the driver not to kick (§2.7.10): `NO_NOTIFY`, or with EVENT_IDX
+    /// (where `flags` must stay 0) an `avail_event` just behind what the device
+    /// has consumed, which the driver's window cannot reach while the device keeps polling.
+    pub(crate) fn disable_kicks(&mut self) {
+        if self.event_idx {
+            self.areas.used_flags().store(0, Ordering::Relaxed);
+            self.areas
+                .avail_event()
+                .store(self.next_avail.wrapping_sub(1).to_le(), Ordering::Relaxed);
+        } else {
+            self.areas
+                .used_flags()
+                .store(VIRTQ_USED_F_NO_NOTIFY.to_le(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reads a split-format indirect table of `len` bytes at `addr` (§2.7.5.3).
+fn walk_indirect(
+    mem: &mut MemCheck,
+    addr: u64,
+    len: u32,
+    out: &mut Vec<RawSeg>,
+) -> Result<(), String> {
+    if len == 0 || len & 15 != 0 {
+        return Err(format!(
+            "indirect table length {len} is not a non-zero multiple of 16"
+        ));
+    }
+    let table = mem
+        .range(addr, u64::from(len))
+        .map_err(|e| format!("indirect table: {e}"))?;
+    let n = (len / 16) as u16;
+    let mut i = 0u16;
+    for _ in 0..n {
+        let mut b = [0u8; 16];
+        table.read(usize::from(i) * 16, &mut b);
+        let flags = SplitDescFlags::from_bits_retain(u16::from_le_bytes([b[12], b[13]]));
+        if flags.contains(SplitDescFlags::INDIRECT) {
+            return Err("INDIRECT descriptor inside an indirect table (§2.7.5.3.1)".into());
+        }
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[0..8]);
+        out.push(RawSeg {
+            addr: u64::from_le_bytes(a),
+            len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            write: flags.contains(SplitDescFlags::WRITE),
+        });
+        if !flags.contains(SplitDescFlags::NEXT) {
+            return Ok(());
+        }
+        i = u16::from_le_bytes([b[14], b[15]]);
+        if i >= n {
+            return Err(format!(
+                "indirect descriptor chains to {i}, the table has {n}"
+            ));
+        }
+    }
+    Err("indirect chain is longer than its table (a loop?)".into())
+}

@@ -1,0 +1,124 @@
+//! Device threads: one per enabled queue, polling or sleeping until kicked.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::device::{lock, Shared};
+use crate::queue::Kicks;
+
+/// How a device thread waits for work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadMode {
+    /// Busy-polls the ring and tells the driver not to kick (split: `used.flags`
+    /// NO_NOTIFY, or with EVENT_IDX an `avail_event` kept just behind the
+    /// device; packed: device event flags DISABLE).
+    Poll,
+    /// Sleeps until kicked. Before sleeping it re-enables kicks, fences and
+    /// re-checks the ring, so no kick is lost (DESIGN.md §3 rule 4).
+    Sleep,
+}
+
+/// Running device threads; [`SimThreads::stop`] or dropping stops and joins them.
+pub struct SimThreads {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl SimThreads {
+    pub(crate) fn start(shared: Arc<Shared>, mode: ThreadMode) -> SimThreads {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..shared.queues.len() as u16)
+            .filter(|&q| lock(&shared.queues[usize::from(q)].state).is_some())
+            .filter_map(|q| {
+                let (shared, stop) = (shared.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("virtio-blk-sim-q{q}"))
+                    .spawn(move || match mode {
+                        ThreadMode::Poll => poll_loop(&shared, &stop, q),
+                        ThreadMode::Sleep => sleep_loop(&shared, &stop, q),
+                    })
+                    .map_err(|e| log::error!("virtio-blk-sim: cannot start a device thread: {e}"))
+                    .ok()
+            })
+            .collect();
+        SimThreads {
+            shared,
+            stop,
+            handles,
+        }
+    }
+
+    /// Number of device threads running.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// True when no queue was enabled at spawn time.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Stops and joins the threads.
+    pub fn stop(self) {
+        drop(self)
+    }
+}
+
+impl Drop for SimThreads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for q in 0..self.shared.queues.len() {
+            self.shared.wake(q as u16);
+        }
+        for h in self.handles.drain(..) {
+            if h.join().is_err() {
+                log::error!("virtio-blk-sim: a device thread panicked");
+            }
+        }
+    }
+}
+
+fn poll_loop(shared: &Shared, stop: &AtomicBool, queue: u16) {
+    let mut idle = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let out = shared.step_queue(queue, Kicks::Disable, false);
+        if out.completed > 0 || out.pending > 0 {
+            idle = 0;
+            continue;
+        }
+        idle = idle.wrapping_add(1);
+        if idle & 63 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn sleep_loop(shared: &Shared, stop: &AtomicBool, queue: u16) {
+    let Some(slot) = shared.queues.get(usize::from(queue)) else {
+        return;
+    };
+    while !stop.load(Ordering::SeqCst) {
+        // The step leaves kicks enabled.
+        let out = shared.step_queue(queue, Kicks::Enable, false);
+        if out.completed > 0 || out.pending > 0 {
+            continue;
+        }
+        // Kicks are enabled; fence and re-check so a buffer published before
+        // the driver could see that is not left waiting for a kick.
+        if shared.recheck_available(queue) {
+            continue;
+        }
+        let mut woken = lock(&slot.wake);
+        while !*woken && !stop.load(Ordering::SeqCst) {
+            woken = slot
+                .wake_cv
+                .wait(woken)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *woken = false;
+    }
+}

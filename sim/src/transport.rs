@@ -1,0 +1,239 @@
+//! [`SimTransport`]: the driver's [`Transport`] onto a [`SimDevice`](crate::SimDevice).
+//!
+//! Follows the device-status protocol of VIRTIO 1.2 §2.1 and §3.1.1 and
+//! reports driver mistakes as violations instead of failing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use virtio_blk_mq::spec::{DEVICE_TYPE_BLOCK, MAX_PACKED_QUEUE_SIZE, MAX_SPLIT_QUEUE_SIZE};
+use virtio_blk_mq::{
+    DeviceStatus, Features, QueueAddresses, QueueNotifier, Transport, TransportError,
+};
+
+use crate::device::{lock, Shared};
+use crate::queue::QueueState;
+use crate::ring::RingSetup;
+
+/// Control-plane access to a simulated device.
+#[derive(Clone)]
+pub struct SimTransport {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// The doorbell of one simulated queue: counts the kick and wakes a sleeping
+/// device thread.
+#[derive(Clone)]
+pub struct SimNotifier {
+    shared: Arc<Shared>,
+    queue: u16,
+}
+
+impl QueueNotifier for SimNotifier {
+    fn notify(&self) {
+        match self.shared.queues.get(usize::from(self.queue)) {
+            Some(slot) => {
+                slot.kicks.fetch_add(1, Ordering::Relaxed);
+                self.shared.wake(self.queue);
+            }
+            None => self
+                .shared
+                .report(format!("kick on queue {} which does not exist", self.queue)),
+        }
+    }
+}
+
+impl SimTransport {
+    fn reset_device(&self) {
+        let mut control = lock(&self.shared.control);
+        self.shared.status.store(0, Ordering::SeqCst);
+        self.shared.negotiated.store(0, Ordering::SeqCst);
+        control.driver_features = 0;
+        for slot in &self.shared.queues {
+            *lock(&slot.state) = None;
+        }
+    }
+
+    fn config_bytes<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut out = [0u8; N];
+        match offset.checked_add(N).and_then(|end| self.shared.config_space.get(offset..end)) {
+            Some(bytes) => out.copy_from_slice(bytes),
+            None => self.shared.report(format!(
+                "config read of {N} bytes at offset {offset} is beyond the {}-byte configuration space",
+                self.shared.config_space.len()
+            )),
+        }
+        out
+    }
+}
+
+impl Transport for SimTransport {
+    type Notifier = SimNotifier;
+
+    fn device_type(&self) -> u32 {
+        DEVICE_TYPE_BLOCK
+    }
+
+    fn device_features(&mut self) -> u64 {
+        self.shared.config.features.bits()
+    }
+
+    fn set_driver_features(&mut self, features: u64) {
+        let mut control = lock(&self.shared.control);
+        if self.shared.status().contains(DeviceStatus::FEATURES_OK) {
+            self.shared
+                .report("driver features written after FEATURES_OK (§3.1.1); ignored".into());
+            return;
+        }
+        control.driver_features = features;
+    }
+
+    fn status(&mut self) -> DeviceStatus {
+        self.shared.status()
+    }
+
+    /// Writes the status. FEATURES_OK is only kept when the driver's features
+    /// are a subset of the offered ones and include VERSION_1 (§2.2.2, §6.1);
+    /// the driver must read it back (§3.1.1 step 6). Writing 0 resets.
+    fn set_status(&mut self, status: DeviceStatus) {
+        if status.is_empty() {
+            self.reset_device();
+            return;
+        }
+        let control = lock(&self.shared.control);
+        let old = self.shared.status();
+        // DEVICE_NEEDS_RESET belongs to the device: the driver can neither set nor clear it.
+        let mut new =
+            (status - DeviceStatus::DEVICE_NEEDS_RESET) | (old & DeviceStatus::DEVICE_NEEDS_RESET);
+        let kept = DeviceStatus::ACKNOWLEDGE
+            | DeviceStatus::DRIVER
+            | DeviceStatus::FEATURES_OK
+            | DeviceStatus::DRIVER_OK;
+        if !(old & (kept - new)).is_empty() {
+            self.shared.report(format!(
+                "status {:#x} clears bits of {:#x} without a reset (§2.1.2)",
+                status.bits(),
+                old.bits()
+            ));
+        }
+        if new.contains(DeviceStatus::FEATURES_OK) && !old.contains(DeviceStatus::FEATURES_OK) {
+            let offered = self.shared.config.features.bits();
+            let wanted = control.driver_features;
+            if wanted & !offered != 0 {
+                self.shared.report(format!(
+                    "driver accepted features {:#x} the device did not offer (§2.2.2)",
+                    wanted & !offered
+                ));
+                new.remove(DeviceStatus::FEATURES_OK);
+            } else if wanted & Features::VERSION_1.bits() == 0 {
+                new.remove(DeviceStatus::FEATURES_OK);
+            } else {
+                self.shared.negotiated.store(wanted, Ordering::SeqCst);
+            }
+        }
+        if new.contains(DeviceStatus::DRIVER_OK) && !new.contains(DeviceStatus::FEATURES_OK) {
+            self.shared
+                .report("DRIVER_OK set without accepted FEATURES_OK (§3.1.1)".into());
+        }
+        self.shared.status.store(new.bits(), Ordering::SeqCst);
+        drop(control);
+    }
+
+    fn reset(&mut self) {
+        self.reset_device();
+    }
+
+    fn config_generation(&mut self) -> u32 {
+        // The configuration never changes while the device exists.
+        0
+    }
+
+    fn read_config_u8(&mut self, offset: usize) -> u8 {
+        self.config_bytes::<1>(offset)[0]
+    }
+
+    fn read_config_u16(&mut self, offset: usize) -> u16 {
+        u16::from_le_bytes(self.config_bytes(offset))
+    }
+
+    fn read_config_u32(&mut self, offset: usize) -> u32 {
+        u32::from_le_bytes(self.config_bytes(offset))
+    }
+
+    fn max_queue_size(&mut self, queue: u16) -> u16 {
+        if queue < self.shared.config.num_queues {
+            self.shared.config.max_queue_size
+        } else {
+            0
+        }
+    }
+
+    /// Checks the size (split: a power of two, §2.7; packed: 1..=32768, §2.8)
+    /// and the areas (in DMA memory, aligned), then enables the queue in the
+    /// format of the negotiated RING_PACKED bit. Bad areas are a violation that
+    /// leaves the queue disabled and sets DEVICE_NEEDS_RESET.
+    fn setup_queue(
+        &mut self,
+        queue: u16,
+        size: u16,
+        addrs: QueueAddresses,
+    ) -> Result<(), TransportError> {
+        let _control = lock(&self.shared.control);
+        let slot = self
+            .shared
+            .queues
+            .get(usize::from(queue))
+            .ok_or(TransportError::NoSuchQueue(queue))?;
+        let status = self.shared.status();
+        if !status.contains(DeviceStatus::FEATURES_OK) || status.contains(DeviceStatus::DRIVER_OK) {
+            self.shared.report(format!(
+                "queue {queue} set up in status {:#x}; queues are set up after FEATURES_OK and before DRIVER_OK (§3.1.1)",
+                status.bits()
+            ));
+        }
+        let features = Features::from_bits_retain(self.shared.negotiated.load(Ordering::SeqCst));
+        let packed = features.contains(Features::RING_PACKED);
+        let max = self.shared.config.max_queue_size.min(if packed {
+            MAX_PACKED_QUEUE_SIZE
+        } else {
+            MAX_SPLIT_QUEUE_SIZE
+        });
+        if size == 0 || size > max || (!packed && !size.is_power_of_two()) {
+            self.shared.report(format!(
+                "queue {queue}: size {size} is not accepted ({} ring, max {max})",
+                if packed {
+                    "packed"
+                } else {
+                    "split, power of two"
+                }
+            ));
+            return Err(TransportError::BadQueueSize(size));
+        }
+        let mut state = lock(&slot.state);
+        if state.is_some() {
+            return Err(TransportError::QueueInUse(queue));
+        }
+        let setup = RingSetup {
+            packed,
+            size,
+            addrs,
+            event_idx: features.contains(Features::EVENT_IDX),
+            indirect: features.contains(Features::INDIRECT_DESC),
+        };
+        match QueueState::new(setup, features, self.shared.config.order) {
+            Ok(q) => *state = Some(q),
+            Err(e) => {
+                self.shared.report(format!("queue {queue}: {e}"));
+                self.shared.set_needs_reset();
+            }
+        }
+        Ok(())
+    }
+
+    fn notifier(&mut self, queue: u16) -> SimNotifier {
+        SimNotifier {
+            shared: self.shared.clone(),
+            queue,
+        }
+    }
+}

@@ -27,6 +27,7 @@ mod ring;
 mod shared;
 pub mod spec;
 mod split_ring;
+pub mod sync;
 pub mod transport;
 
 pub use blk::{

@@ -305,6 +305,11 @@ impl<H: Hal> PackedRing<H> {
     }
 
     #[inline]
+    pub(crate) fn has_used(&self) -> bool {
+        self.used_ready().is_some()
+    }
+
+    #[inline]
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
         let Some(desc) = self.used_ready() else {
             return Ok(None);

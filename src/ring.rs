@@ -153,6 +153,12 @@ impl<H: Hal> Ring<H> {
         dispatch!(self, r => r.pop_used())
     }
 
+    /// Whether a used element is waiting, without consuming it.
+    #[inline]
+    pub(crate) fn has_used(&self) -> bool {
+        dispatch!(self, r => r.has_used())
+    }
+
     pub(crate) fn set_used_notifications(&mut self, mode: UsedNotifications) {
         dispatch!(self, r => r.set_used_notifications(mode))
     }

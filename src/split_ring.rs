@@ -326,6 +326,13 @@ impl<H: Hal> SplitRing<H> {
         Ok(Some(Used { id: head, len }))
     }
 
+    #[inline]
+    pub(crate) fn has_used(&self) -> bool {
+        // Acquire pairs with the device's Release of used.idx (rule 3).
+        self.last_used != self.device_used_idx
+            || u16::from_le(self.used_header.get(1).load(Ordering::Acquire)) != self.last_used
+    }
+
     /// Puts `used_event` just behind our position: the device would have to
     /// complete 65535 more buffers to cross it.
     fn park_used_event(&mut self) {
@@ -362,7 +369,7 @@ impl<H: Hal> SplitRing<H> {
         // The re-arm store must be visible before we look at used.idx again,
         // pairing with the device's fence between used.idx and reading used_event.
         fence(Ordering::SeqCst);
-        u16::from_le(self.used_header.get(1).load(Ordering::Acquire)) != self.last_used
+        self.has_used()
     }
 }
 

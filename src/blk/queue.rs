@@ -129,6 +129,8 @@ pub struct QueueStats {
     pub kicks: u64,
     /// `poll` calls that found nothing.
     pub empty_polls: u64,
+    /// Times the owner slept for a used-buffer notification and was woken.
+    pub interrupts: u64,
 }
 
 /// Per-slot driver state: who asked, what they handed over, what the device may write.
@@ -192,9 +194,10 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 in_flight: false,
             })
             .collect();
+        // Hybrid polls while busy and arms only before it sleeps.
         ring.set_used_notifications(match mode {
-            Mode::Poll => UsedNotifications::Off,
-            Mode::Interrupt | Mode::Hybrid => UsedNotifications::On,
+            Mode::Poll | Mode::Hybrid => UsedNotifications::Off,
+            Mode::Interrupt => UsedNotifications::On,
         });
         Ok(BlkQueue {
             inner: CachePadded::new(Inner {
@@ -413,6 +416,25 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     /// completion is already waiting: poll again instead of sleeping.
     pub fn arm_notifications(&mut self) -> bool {
         self.inner.memory.ring.arm_and_check()
+    }
+
+    /// Turns used-buffer notifications off again (Hybrid, after waking).
+    pub fn disarm_notifications(&mut self) {
+        self.inner
+            .memory
+            .ring
+            .set_used_notifications(UsedNotifications::Off);
+    }
+
+    /// Whether a completion is waiting, without taking it.
+    #[inline]
+    pub fn completions_pending(&self) -> bool {
+        self.inner.fault.is_none() && self.inner.memory.ring.has_used()
+    }
+
+    /// Counts a wake-up by a used-buffer notification (see [`crate::mq::wait_for_completions`]).
+    pub(crate) fn note_interrupt(&mut self) {
+        self.inner.stats.interrupts += 1;
     }
 
     /// Hands up to `budget` completions to `on_complete`; returns how many.

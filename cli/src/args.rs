@@ -1,0 +1,386 @@
+//! Command-line flags, parsed and checked before anything runs.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
+
+/// Largest per-queue depth: the ring holds at most 1024 entries and the
+/// bench sizes it at twice the depth.
+pub const MAX_IODEPTH: u16 = 512;
+
+/// fio-style block I/O benchmark for the virtio-blk-mq driver.
+#[derive(Debug, Parser)]
+#[command(name = "vblk-bench", version, about, long_about = None)]
+pub struct Args {
+    /// Device to drive: `sim` (in-process simulated device) or `vhost-user:PATH`.
+    #[arg(long, default_value = "sim", value_parser = parse_target)]
+    pub target: Target,
+
+    /// Virtqueue layout.
+    #[arg(long, value_enum, default_value_t = Ring::Packed)]
+    pub ring: Ring,
+
+    /// Request queues, one driver thread (pinned to CPU i) per queue.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub queues: u16,
+
+    /// Requests kept in flight per queue.
+    #[arg(long, default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_IODEPTH)))]
+    pub iodepth: u16,
+
+    /// Block size per request: a power of two from 512 to 1m (512, 4k, 64k, 1m).
+    #[arg(long, default_value = "4k", value_parser = parse_block_size)]
+    pub bs: u64,
+
+    /// I/O pattern.
+    #[arg(long, value_enum, default_value_t = Rw::Randread)]
+    pub rw: Rw,
+
+    /// Percentage of reads in a mixed (randrw) workload.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub rwmixread: u8,
+
+    /// Seconds to run (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value = "5", value_parser = parse_runtime)]
+    pub runtime: f64,
+
+    /// Disk size in bytes: 1g, 256m, 4096k, ... (a multiple of 512).
+    #[arg(long, default_value = "1g", value_parser = parse_disk_size)]
+    pub size: u64,
+
+    /// What backs the simulated disk (`ram` allocates the whole size).
+    #[arg(long, value_enum, default_value_t = Disk::Null)]
+    pub disk: Disk,
+
+    /// How the driver learns about completions.
+    #[arg(long, value_enum, default_value_t = Mode::Poll)]
+    pub mode: Mode,
+
+    /// How the simulated device's threads wait for requests (`auto`: poll
+    /// with `--mode poll`, otherwise sleep until kicked).
+    #[arg(long, value_enum, default_value_t = SimThreads::Auto)]
+    pub sim_threads: SimThreads,
+
+    /// In hybrid mode, empty checks before the driver re-arms and sleeps.
+    #[arg(long, default_value_t = 256)]
+    pub spin_budget: u32,
+
+    /// Stamp every written block with its sector and a generation, check every
+    /// read (needs `--disk ram`).
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Normal)]
+    pub output_format: OutputFormat,
+
+    /// Job name shown in the report.
+    #[arg(long, default_value = "vblk")]
+    pub name: String,
+}
+
+/// Where the I/O goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The in-process simulated device.
+    Sim,
+    /// A vhost-user-blk backend listening on a Unix socket.
+    VhostUser(PathBuf),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Sim => write!(f, "sim"),
+            Target::VhostUser(path) => write!(f, "vhost-user:{}", path.display()),
+        }
+    }
+}
+
+/// Virtqueue layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Ring {
+    /// Split virtqueue (VIRTIO 1.2 §2.7).
+    Split,
+    /// Packed virtqueue (VIRTIO 1.2 §2.8).
+    Packed,
+}
+
+/// I/O pattern, named as fio names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rw {
+    /// Random reads.
+    Randread,
+    /// Random writes.
+    Randwrite,
+    /// Random mix of reads and writes (`--rwmixread`).
+    Randrw,
+    /// Sequential reads.
+    Read,
+    /// Sequential writes.
+    Write,
+}
+
+impl Rw {
+    /// Offsets are drawn at random (otherwise they advance sequentially).
+    pub fn random(self) -> bool {
+        matches!(self, Rw::Randread | Rw::Randwrite | Rw::Randrw)
+    }
+
+    /// Percentage of requests that are reads.
+    pub fn read_percent(self, rwmixread: u8) -> u8 {
+        match self {
+            Rw::Randread | Rw::Read => 100,
+            Rw::Randwrite | Rw::Write => 0,
+            Rw::Randrw => rwmixread,
+        }
+    }
+}
+
+/// Backing store of the simulated disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Disk {
+    /// Stores nothing: the cheapest device.
+    Null,
+    /// Keeps every byte in memory.
+    Ram,
+}
+
+/// Driver completion mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Busy-poll; used-buffer notifications off.
+    Poll,
+    /// Sleep until the device's used-buffer notification.
+    Irq,
+    /// Poll while busy, sleep on the notification after `--spin-budget` empty checks.
+    Hybrid,
+}
+
+/// How the simulated device's threads wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SimThreads {
+    /// `poll` for `--mode poll`, `sleep` otherwise.
+    Auto,
+    /// Busy-poll the rings; the driver never needs to kick.
+    Poll,
+    /// Sleep until kicked.
+    Sleep,
+}
+
+/// Report format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// fio's human-readable report.
+    Normal,
+    /// fio's JSON field names.
+    Json,
+}
+
+impl Args {
+    /// Parses the command line; on a bad flag or combination prints clap's
+    /// message and exits with status 2.
+    pub fn parse_checked() -> Args {
+        let args = Args::parse();
+        if let Err(message) = args.check() {
+            Args::command()
+                .error(ErrorKind::ArgumentConflict, message)
+                .exit();
+        }
+        args
+    }
+
+    /// Checks that the flags make sense together.
+    pub fn check(&self) -> Result<(), String> {
+        if self.verify && self.disk != Disk::Ram {
+            return Err("--verify needs --disk ram (a null disk keeps no data)".into());
+        }
+        let blocks = self.size / self.bs;
+        if blocks < u64::from(self.queues) {
+            return Err(format!(
+                "--size {} holds {blocks} blocks of {} bytes: fewer than one per queue ({})",
+                self.size, self.bs, self.queues
+            ));
+        }
+        if self.disk == Disk::Ram {
+            if let Some(available) = available_memory() {
+                // Leave room for the rest of the process and the system.
+                if self.size > available / 10 * 8 {
+                    return Err(format!(
+                        "--disk ram --size {} does not fit in memory ({} bytes available)",
+                        self.size, available
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries per ring: the next power of two ≥ 2 × iodepth, capped at 1024.
+    pub fn queue_size(&self) -> u16 {
+        (2 * self.iodepth).next_power_of_two().min(1024)
+    }
+
+    /// Whether the device threads busy-poll.
+    pub fn device_polls(&self) -> bool {
+        match self.sim_threads {
+            SimThreads::Auto => self.mode == Mode::Poll,
+            SimThreads::Poll => true,
+            SimThreads::Sleep => false,
+        }
+    }
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    if s == "sim" {
+        return Ok(Target::Sim);
+    }
+    match s.strip_prefix("vhost-user:") {
+        Some("") => Err("vhost-user needs a socket path: vhost-user:PATH".into()),
+        Some(path) => Ok(Target::VhostUser(PathBuf::from(path))),
+        None => Err("expected `sim` or `vhost-user:PATH`".into()),
+    }
+}
+
+/// Parses a byte count with an optional binary suffix: `512`, `4k`, `64K`,
+/// `1m`, `1g`, `2KiB`, `1MB` (fio's default: k = 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let lower = s.to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, suffix) = lower.split_at(digits_end);
+    if number.is_empty() {
+        return Err(format!(
+            "`{s}` is not a size (examples: 512, 4k, 64k, 1m, 1g)"
+        ));
+    }
+    let shift = match suffix {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("`{s}` has an unknown unit (use k, m, g or t)")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn parse_sectors_multiple(s: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(s)?;
+    if bytes == 0 {
+        return Err("must not be zero".into());
+    }
+    if bytes % 512 != 0 {
+        return Err(format!("{bytes} bytes is not a multiple of 512"));
+    }
+    Ok(bytes)
+}
+
+fn parse_block_size(s: &str) -> Result<u64, String> {
+    let bytes = parse_sectors_multiple(s)?;
+    // Power-of-two blocks keep every request aligned to its own size, as real
+    // block layers issue them. One request carries one buffer, and the
+    // simulated device's size_max is 1 MiB.
+    if !bytes.is_power_of_two() || bytes > 1 << 20 {
+        return Err(format!(
+            "{bytes} bytes is not a power of two from 512 to 1m (512, 1k, 2k, 4k, ..., 1m)"
+        ));
+    }
+    Ok(bytes)
+}
+
+fn parse_disk_size(s: &str) -> Result<u64, String> {
+    parse_sectors_multiple(s)
+}
+
+fn parse_runtime(s: &str) -> Result<f64, String> {
+    let number = s.strip_suffix('s').unwrap_or(s);
+    match number.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 1e6 => Ok(secs),
+        Ok(_) => Err("must be a positive number of seconds (at most 1e6)".into()),
+        Err(_) => Err(format!("`{s}` is not a number of seconds")),
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes, where there is one.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_fio_forms() {
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert_eq!(parse_bytes("4k"), Ok(4096));
+        assert_eq!(parse_bytes("64K"), Ok(65536));
+        assert_eq!(parse_bytes("1m"), Ok(1 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert!(parse_bytes("k").is_err());
+        assert!(parse_bytes("4x").is_err());
+        assert!(parse_bytes("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn block_size_must_be_a_sector_multiple() {
+        assert_eq!(parse_block_size("4k"), Ok(4096));
+        assert!(parse_block_size("3k").is_err());
+        assert!(parse_block_size("1000").is_err());
+        assert!(parse_block_size("0").is_err());
+        assert!(parse_block_size("2m").is_err());
+    }
+
+    #[test]
+    fn target_accepts_sim_and_vhost_user_paths() {
+        assert_eq!(parse_target("sim"), Ok(Target::Sim));
+        assert_eq!(
+            parse_target("vhost-user:/tmp/vhost.sock"),
+            Ok(Target::VhostUser("/tmp/vhost.sock".into()))
+        );
+        assert!(parse_target("vhost-user:").is_err());
+        assert!(parse_target("qemu").is_err());
+    }
+
+    #[test]
+    fn runtime_takes_fractions() {
+        assert_eq!(parse_runtime("0.5"), Ok(0.5));
+        assert_eq!(parse_runtime("3s"), Ok(3.0));
+        assert!(parse_runtime("0").is_err());
+        assert!(parse_runtime("-1").is_err());
+        assert!(parse_runtime("inf").is_err());
+    }
+
+    #[test]
+    fn queue_size_is_twice_the_depth_rounded_up_and_capped() {
+        let args = |depth: &str| Args::parse_from(["vblk-bench", "--iodepth", depth]);
+        assert_eq!(args("1").queue_size(), 2);
+        assert_eq!(args("32").queue_size(), 64);
+        assert_eq!(args("33").queue_size(), 128);
+        assert_eq!(args("512").queue_size(), 1024);
+    }
+
+    #[test]
+    fn verify_needs_a_ram_disk() {
+        let args = Args::parse_from(["vblk-bench", "--verify"]);
+        assert!(args.check().unwrap_err().contains("--disk ram"));
+        let args = Args::parse_from(["vblk-bench", "--verify", "--disk", "ram", "--size", "1m"]);
+        assert_eq!(args.check(), Ok(()));
+    }
+}

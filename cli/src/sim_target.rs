@@ -1,0 +1,154 @@
+//! `--target sim`: the in-process simulated device, on its own threads, and
+//! one pinned driver thread per queue.
+
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use virtio_blk_mq::mq::{available_cpus, run_pinned, IrqEvent};
+use virtio_blk_mq::{BlkDevice, Config, Features, Mode, QueueStats, RingKind};
+use virtio_blk_sim::{DiskKind, SimConfig, SimDevice, SimHal, ThreadMode};
+
+use crate::args::{self, Args};
+use crate::job::{self, JobSpec, QueueResult};
+use crate::progress::Progress;
+
+/// Why the run could not start.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The driver refused the device.
+    Driver(virtio_blk_mq::Error),
+    /// The device gave fewer queues than asked for.
+    Queues { wanted: u16, got: usize },
+    /// The negotiated ring is not the one asked for.
+    Ring(RingKind),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Driver(e) => write!(f, "device setup failed: {e}"),
+            SetupError::Queues { wanted, got } => {
+                write!(f, "asked for {wanted} queues, the device set up {got}")
+            }
+            SetupError::Ring(ring) => write!(f, "the device negotiated a {ring:?} ring instead"),
+        }
+    }
+}
+
+/// Everything a run measured.
+pub struct RunResult {
+    /// Per queue: the driver's counters and the job's results.
+    pub queues: Vec<(QueueStats, QueueResult)>,
+    /// Used-buffer notifications the device sent, all queues.
+    pub used_notifications: u64,
+    /// Waits for a notification that ended by timing out.
+    pub irq_timeouts: u64,
+    /// Driver protocol violations the device saw.
+    pub violations: Vec<String>,
+}
+
+fn driver_mode(mode: args::Mode) -> Mode {
+    match mode {
+        args::Mode::Poll => Mode::Poll,
+        args::Mode::Irq => Mode::Interrupt,
+        args::Mode::Hybrid => Mode::Hybrid,
+    }
+}
+
+/// Sets up the simulated device and runs the job on every queue.
+pub fn run(args: &Args) -> Result<RunResult, SetupError> {
+    let mut sim_config = SimConfig {
+        num_queues: args.queues,
+        disk: match args.disk {
+            args::Disk::Null => DiskKind::Null,
+            args::Disk::Ram => DiskKind::Ram,
+        },
+        capacity_sectors: args.size / 512,
+        ..SimConfig::default()
+    };
+    let ring = match args.ring {
+        args::Ring::Split => {
+            sim_config.features.remove(Features::RING_PACKED);
+            RingKind::Split
+        }
+        args::Ring::Packed => RingKind::Packed,
+    };
+    let sim = SimDevice::new(sim_config);
+    let config = Config {
+        queues: args.queues,
+        queue_size: Some(args.queue_size()),
+        mode: driver_mode(args.mode),
+        ..Config::default()
+    };
+    let mut device = BlkDevice::new(SimHal, sim.transport(), config).map_err(SetupError::Driver)?;
+    if device.info().ring != ring {
+        return Err(SetupError::Ring(device.info().ring));
+    }
+    let queues = device.take_queues().into_queues();
+    if queues.len() != usize::from(args.queues) {
+        return Err(SetupError::Queues {
+            wanted: args.queues,
+            got: queues.len(),
+        });
+    }
+
+    let irqs: Vec<Arc<IrqEvent>> = (0..args.queues)
+        .map(|q| {
+            let event = Arc::new(IrqEvent::new());
+            let signalled = event.clone();
+            sim.set_used_notify_callback(q, Box::new(move || signalled.signal()));
+            event
+        })
+        .collect();
+    let threads = sim.spawn(if args.device_polls() {
+        ThreadMode::Poll
+    } else {
+        ThreadMode::Sleep
+    });
+
+    let spec = JobSpec {
+        block_size: args.bs,
+        blocks_per_queue: args.size / args.bs / u64::from(args.queues),
+        random: args.rw.random(),
+        read_percent: args.rw.read_percent(args.rwmixread),
+        iodepth: args.iodepth,
+        verify: args.verify,
+        spin_budget: args.spin_budget,
+        runtime: Duration::from_secs_f64(args.runtime),
+        yield_when_idle: {
+            let device_threads = if args.device_polls() { args.queues } else { 0 };
+            usize::from(args.queues + device_threads) > available_cpus()
+        },
+    };
+    let counters: Arc<[AtomicU64]> = (0..args.queues).map(|_| AtomicU64::new(0)).collect();
+    let progress = Progress::start(args, counters.clone());
+    let show = progress.is_some();
+    let finished = run_pinned(queues, |i, queue| {
+        let counter = show.then(|| &counters[i]);
+        job::run(i, queue, &spec, &irqs[i], counter)
+    });
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+
+    // The device stops first; then the queues and the device are torn down.
+    drop(threads);
+    let used_notifications = (0..args.queues)
+        .map(|q| sim.stats(q).used_notifications)
+        .sum();
+    let irq_timeouts = irqs.iter().map(|irq| irq.timeouts()).sum();
+    let violations = sim.violations();
+    let queues = finished
+        .into_iter()
+        .map(|(queue, result)| (queue.stats(), result))
+        .collect();
+    drop(device);
+    Ok(RunResult {
+        queues,
+        used_notifications,
+        irq_timeouts,
+        violations,
+    })
+}

@@ -1,6 +1,7 @@
 //! Command-line flags, parsed and checked before anything runs.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use clap::error::ErrorKind;
@@ -76,6 +77,11 @@ pub struct Args {
     /// Report format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Normal)]
     pub output_format: OutputFormat,
+
+    /// Simulated device only: requests touching these 512-byte sectors fail
+    /// with an I/O error (`START..END`), to see a failing run reported.
+    #[arg(long, value_name = "START..END", value_parser = parse_sector_range)]
+    pub inject_ioerr: Option<Range<u64>>,
 
     /// Job name shown in the report.
     #[arg(long, default_value = "vblk")]
@@ -302,6 +308,22 @@ fn parse_disk_size(s: &str) -> Result<u64, String> {
     parse_sectors_multiple(s)
 }
 
+fn parse_sector_range(s: &str) -> Result<Range<u64>, String> {
+    let (start, end) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}` is not a sector range START..END"))?;
+    let number = |text: &str| {
+        text.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{text}` is not a sector number"))
+    };
+    let range = number(start)?..number(end)?;
+    if range.is_empty() {
+        return Err(format!("{s} is an empty range"));
+    }
+    Ok(range)
+}
+
 fn parse_runtime(s: &str) -> Result<f64, String> {
     let number = s.strip_suffix('s').unwrap_or(s);
     match number.parse::<f64>() {
@@ -356,6 +378,14 @@ mod tests {
         );
         assert!(parse_target("vhost-user:").is_err());
         assert!(parse_target("qemu").is_err());
+    }
+
+    #[test]
+    fn sector_ranges_are_start_dot_dot_end() {
+        assert_eq!(parse_sector_range("8..16"), Ok(8..16));
+        assert!(parse_sector_range("16..8").is_err());
+        assert!(parse_sector_range("8-16").is_err());
+        assert!(parse_sector_range("a..b").is_err());
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use virtio_blk_mq::mq::{available_cpus, run_pinned, IrqEvent};
+use virtio_blk_mq::spec::blk_status;
 use virtio_blk_mq::{BlkDevice, Config, Features, Mode, QueueStats, RingKind};
-use virtio_blk_sim::{DiskKind, SimConfig, SimDevice, SimHal, ThreadMode};
+use virtio_blk_sim::{DiskKind, Injection, SimConfig, SimDevice, SimHal, ThreadMode};
 
 use crate::args::{self, Args};
 use crate::job::{self, JobSpec, QueueResult};
@@ -66,6 +67,14 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
             args::Disk::Ram => DiskKind::Ram,
         },
         capacity_sectors: args.size / 512,
+        inject: args
+            .inject_ioerr
+            .iter()
+            .map(|sectors| Injection {
+                sectors: sectors.clone(),
+                status: blk_status::IOERR,
+            })
+            .collect(),
         ..SimConfig::default()
     };
     let ring = match args.ring {

@@ -167,6 +167,18 @@ struct Inner<H: Hal, N: QueueNotifier> {
 ///
 /// Requests are placed with the submit methods (invisible to the device),
 /// published with [`BlkQueue::commit`], and collected with [`BlkQueue::poll`].
+///
+/// A queue moves to the CPU that will own it:
+/// ```
+/// fn moves_to_its_owner<T: Send>() {}
+/// moves_to_its_owner::<virtio_blk_mq::BlkQueue<virtio_blk_sim::SimHal, virtio_blk_sim::SimNotifier>>();
+/// ```
+/// but cannot be shared between CPUs without a lock
+/// ([`crate::mq::SharedQueue`] is that lock):
+/// ```compile_fail
+/// fn shared_between_cpus<T: Sync>() {}
+/// shared_between_cpus::<virtio_blk_mq::BlkQueue<virtio_blk_sim::SimHal, virtio_blk_sim::SimNotifier>>();
+/// ```
 pub struct BlkQueue<H: Hal, N: QueueNotifier> {
     // Padded so no two queues, and nothing else, share the owner's hot lines.
     inner: CachePadded<Inner<H, N>>,

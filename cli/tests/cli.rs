@@ -1,0 +1,208 @@
+//! `vblk-bench` as a user runs it: flags in, report and exit status out.
+//!
+//! Runs are kept short (a fraction of a second): these tests check what the
+//! CLI reports and how it exits, never how fast anything is.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn vblk_bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vblk-bench"))
+        .args(args)
+        .output()
+        .expect("vblk-bench starts")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs a job with `--output-format json` and returns the report.
+fn json_run(args: &[&str]) -> (Output, Value) {
+    let mut all = vec!["--output-format", "json", "--runtime", "0.3"];
+    all.extend_from_slice(args);
+    let output = vblk_bench(&all);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(&output)
+        )
+    });
+    (output, report)
+}
+
+fn u64_at(report: &Value, pointer: &str) -> u64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{pointer} missing or not an integer in {report}"))
+}
+
+fn f64_at(report: &Value, pointer: &str) -> f64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing or not a number in {report}"))
+}
+
+/// Checks one direction's fio fields against each other.
+fn assert_direction_consistent(report: &Value, dir: &str, block: u64) {
+    let ios = u64_at(report, &format!("/jobs/0/{dir}/total_ios"));
+    assert!(ios > 0, "{dir}: no I/O done");
+    assert_eq!(
+        u64_at(report, &format!("/jobs/0/{dir}/io_bytes")),
+        ios * block
+    );
+    assert!(f64_at(report, &format!("/jobs/0/{dir}/iops")) > 0.0);
+    assert!(u64_at(report, &format!("/jobs/0/{dir}/bw")) > 0);
+    let mean = f64_at(report, &format!("/jobs/0/{dir}/clat_ns/mean"));
+    let p99 = u64_at(
+        report,
+        &format!("/jobs/0/{dir}/clat_ns/percentile/99.000000"),
+    );
+    let min = u64_at(report, &format!("/jobs/0/{dir}/clat_ns/min"));
+    let max = u64_at(report, &format!("/jobs/0/{dir}/clat_ns/max"));
+    assert!(
+        min as f64 <= mean && mean <= max as f64,
+        "{dir}: mean outside min..max"
+    );
+    // The histogram keeps 3 significant digits, so p99 may sit a little above max.
+    assert!(
+        min <= p99 && p99 <= max + max / 100 + 1,
+        "{dir}: p99 outside min..max"
+    );
+}
+
+#[test]
+fn packed_verify_randrw_on_two_queues_passes_and_reports_fio_fields() {
+    let (output, report) = json_run(&[
+        "--ring",
+        "packed",
+        "--queues",
+        "2",
+        "--iodepth",
+        "8",
+        "--rw",
+        "randrw",
+        "--disk",
+        "ram",
+        "--size",
+        "8m",
+        "--verify",
+    ]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert_direction_consistent(&report, "read", 4096);
+    assert_direction_consistent(&report, "write", 4096);
+    assert_eq!(u64_at(&report, "/vblk/errors"), 0);
+    assert_eq!(u64_at(&report, "/vblk/verify_errors"), 0);
+    assert_eq!(u64_at(&report, "/vblk/queues"), 2);
+    let completed = u64_at(&report, "/vblk/completed");
+    let ios =
+        u64_at(&report, "/jobs/0/read/total_ios") + u64_at(&report, "/jobs/0/write/total_ios");
+    assert_eq!(completed, ios, "every completion is counted once");
+    assert!(report.pointer("/vblk/kicks_per_io").is_some());
+}
+
+#[test]
+fn split_sequential_write_then_modes_irq_and_hybrid_complete_without_errors() {
+    for mode in ["poll", "irq", "hybrid"] {
+        let (output, report) = json_run(&[
+            "--ring",
+            "split",
+            "--rw",
+            "write",
+            "--mode",
+            mode,
+            "--iodepth",
+            "4",
+            "--bs",
+            "64k",
+        ]);
+        assert!(output.status.success(), "{mode}: {}", stderr(&output));
+        assert_direction_consistent(&report, "write", 65536);
+        assert_eq!(u64_at(&report, "/jobs/0/read/total_ios"), 0);
+        assert_eq!(u64_at(&report, "/vblk/errors"), 0, "{mode}");
+        if mode == "irq" {
+            // Every wait ended with a notification, none by the safety timeout.
+            assert!(
+                u64_at(&report, "/vblk/interrupts") > 0,
+                "irq mode never slept"
+            );
+            assert_eq!(u64_at(&report, "/vblk/irq_timeouts"), 0);
+        }
+    }
+}
+
+#[test]
+fn poll_mode_against_a_polling_device_never_kicks() {
+    let (output, report) = json_run(&["--ring", "packed", "--iodepth", "32"]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert_eq!(u64_at(&report, "/vblk/kicks"), 0);
+    assert_eq!(u64_at(&report, "/vblk/used_notifications"), 0);
+}
+
+#[test]
+fn an_injected_io_error_fails_the_run() {
+    let (output, report) = json_run(&[
+        "--rw",
+        "read",
+        "--size",
+        "1m",
+        "--inject-ioerr",
+        "0..2048",
+        "--iodepth",
+        "2",
+    ]);
+    assert!(!output.status.success(), "a run with I/O errors must fail");
+    assert!(u64_at(&report, "/vblk/errors") > 0);
+    assert!(
+        stderr(&output).contains("I/O error"),
+        "stderr: {}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn normal_report_reads_like_fio() {
+    let output = vblk_bench(&["--runtime", "0.2", "--name", "job1"]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "job1: (g=0): rw=randread, bs=(R) 4096B-4096B",
+        "  read: IOPS=",
+        "clat percentiles",
+        "99.00th=[",
+        "kicks/IO=",
+        "Run status group 0 (all jobs):",
+        "   READ: bw=",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
+
+#[test]
+fn bad_flags_get_a_message_and_status_2() {
+    for (args, expected) in [
+        (&["--bs", "3k"][..], "power of two"),
+        (&["--verify"][..], "--disk ram"),
+        (&["--iodepth", "0"][..], "iodepth"),
+        (&["--rw", "sideways"][..], "sideways"),
+        (&["--runtime=-1"][..], "positive"),
+        (&["--target", "nbd"][..], "vhost-user:PATH"),
+    ] {
+        let output = vblk_bench(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: `{expected}` not in {}",
+            stderr(&output)
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! (DESIGN.md §7): the device on threads of its own, so every request crosses
 //! cores twice (descriptor to the device, used element back).
 //!
-//! - `threaded/<ring>/q<n>/qd32`: the sim polls each queue on its own thread
+//! - `threaded/<ring>/q<n>/qd32` (and `q1/qd{1,128}`, to read against the
+//!   limit at the same depths): the sim polls each queue on its own thread
 //!   ([`ThreadMode::Poll`]: the driver is told not to kick); each queue is
 //!   driven by its own driver thread (pinned to CPU `i` when the crate's `std`
 //!   support offers pinning) keeping 32 4 KiB reads in flight on a null disk.
@@ -35,8 +36,10 @@ use virtio_blk_sim::{
 
 /// Entries per queue.
 const QUEUE_SIZE: u16 = 256;
-/// Requests each driver keeps in flight.
+/// Requests each driver keeps in flight in the fixed `q{1,2}/qd32` runs.
 const DEPTH: usize = 32;
+/// Extra one-queue depths, read against `threaded/limit/qd{1,128}`.
+const LIMIT_DEPTHS: [usize; 2] = [1, 128];
 /// Bytes per read.
 const BLOCK: usize = 4096;
 /// Sectors per read.
@@ -50,14 +53,14 @@ const SPINS_PER_YIELD: u32 = 64;
 /// The driver side of one queue: the queue and the buffers circulating in it.
 struct Driver {
     queue: BlkQueue<SimHal, SimNotifier>,
-    /// Buffers not in flight; `DEPTH` of them exist.
+    /// Buffers not in flight; one per request the driver keeps in flight.
     free: Vec<DmaBuffer<SimHal>>,
     next_sector: u64,
     sector_span: u64,
 }
 
 impl Driver {
-    /// Completes `requests` reads, keeping up to `DEPTH` in flight.
+    /// Completes `requests` reads, keeping every buffer in `free` in flight.
     fn run(&mut self, requests: u64) {
         let (mut submitted, mut completed) = (0u64, 0u64);
         let mut idle = 0u32;
@@ -113,7 +116,7 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(ring: RingKind, queues: u16) -> Rig {
+    fn new(ring: RingKind, queues: u16, depth: usize) -> Rig {
         let mut sim_config = SimConfig {
             disk: DiskKind::Null,
             num_queues: queues,
@@ -138,7 +141,7 @@ impl Rig {
             .enumerate()
             .map(|(i, queue)| Driver {
                 queue,
-                free: (0..DEPTH)
+                free: (0..depth)
                     .map(|_| DmaBuffer::new(&SimHal, BLOCK).expect("dma memory for a buffer"))
                     .collect(),
                 // Queues read different parts of the disk.
@@ -208,14 +211,17 @@ impl Rig {
 fn threaded(c: &mut Criterion) {
     let mut group = c.benchmark_group("threaded");
     group.throughput(Throughput::Elements(1));
-    for (ring, ring_name) in RINGS {
-        for queues in [1u16, 2] {
-            let mut rig = Rig::new(ring, queues);
-            group.bench_function(format!("{ring_name}/q{queues}/qd{DEPTH}"), |b| {
-                b.iter_custom(|requests| rig.run(requests))
-            });
-            rig.finish();
-        }
+    let runs = RINGS.iter().flat_map(|&(ring, name)| {
+        let fixed = [1u16, 2].map(|queues| (ring, name, queues, DEPTH));
+        let extra = LIMIT_DEPTHS.map(|depth| (ring, name, 1, depth));
+        fixed.into_iter().chain(extra)
+    });
+    for (ring, ring_name, queues, depth) in runs {
+        let mut rig = Rig::new(ring, queues, depth);
+        group.bench_function(format!("{ring_name}/q{queues}/qd{depth}"), |b| {
+            b.iter_custom(|requests| rig.run(requests))
+        });
+        rig.finish();
     }
     group.finish();
 }

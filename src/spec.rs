@@ -84,7 +84,8 @@ impl Features {
         .union(Features::BLK_WRITE_ZEROES)
         .union(Features::BLK_SECURE_ERASE)
         .union(Features::BLK_TOPOLOGY)
-        .union(Features::BLK_CONFIG_WCE);
+        .union(Features::BLK_CONFIG_WCE)
+        .union(Features::RING_RESET);
 }
 
 bitflags::bitflags! {

@@ -31,6 +31,8 @@ pub enum TransportError {
     QueueInUse(u16),
     /// The device stopped answering (e.g. the backend went away).
     DeviceGone,
+    /// The transport cannot do this (e.g. per-queue reset without RING_RESET).
+    Unsupported,
 }
 
 impl core::fmt::Display for TransportError {
@@ -40,6 +42,7 @@ impl core::fmt::Display for TransportError {
             TransportError::BadQueueSize(s) => write!(f, "queue size {s} is not accepted"),
             TransportError::QueueInUse(q) => write!(f, "queue {q} is already enabled"),
             TransportError::DeviceGone => write!(f, "the device stopped responding"),
+            TransportError::Unsupported => write!(f, "the transport does not support this"),
         }
     }
 }
@@ -92,6 +95,16 @@ pub trait Transport {
 
     /// Returns the doorbell for queue `queue` (only called after `setup_queue` succeeded).
     fn notifier(&mut self, queue: u16) -> Self::Notifier;
+
+    /// Resets queue `queue` alone (VIRTIO_F_RING_RESET, VIRTIO 1.2 §2.6.1) and
+    /// returns once the device has let go of it: afterwards the device no
+    /// longer reads or writes the queue's memory, and `setup_queue` may set it
+    /// up again. Only called when RING_RESET was negotiated; transports
+    /// without per-queue reset keep this default, which refuses.
+    fn reset_queue(&mut self, queue: u16) -> Result<(), TransportError> {
+        let _ = queue;
+        Err(TransportError::Unsupported)
+    }
 }
 
 /// The doorbell of one virtqueue: an available-buffer notification (§2.9).

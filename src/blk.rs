@@ -4,6 +4,7 @@
 mod config;
 mod queue;
 mod slab;
+mod submit;
 mod teardown;
 
 use alloc::sync::Arc;

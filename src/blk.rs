@@ -3,6 +3,7 @@
 
 mod config;
 mod queue;
+mod recovery;
 mod slab;
 mod submit;
 mod teardown;
@@ -12,6 +13,7 @@ use alloc::vec::Vec;
 
 pub use config::{Config, DeviceInfo, Mode, RangeLimits, MAX_DATA_SEGMENTS};
 pub use queue::{BlkQueue, Completion, Op, QueueStats, RawSegment, Rejected};
+pub use recovery::{Overdue, Recovered};
 
 use crate::error::Error;
 use crate::hal::Hal;
@@ -32,9 +34,12 @@ const DEFAULT_QUEUE_SIZE: u16 = 256;
 /// Dropping the device resets it. Queue memory is freed only once the device
 /// is reset, whichever of the two is dropped first.
 pub struct BlkDevice<H: Hal, T: Transport> {
+    hal: H,
     transport: T,
+    config: Config,
     info: DeviceInfo,
     queues: Vec<BlkQueue<H, T::Notifier>>,
+    /// Shared with the queues of the current setup; replaced by a recovery.
     teardown: Arc<Teardown<H>>,
 }
 
@@ -50,20 +55,27 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         let teardown = Arc::new(Teardown::new());
         match Self::initialise(&hal, &mut transport, &config, &teardown) {
             Ok((info, queues)) => Ok(BlkDevice {
+                hal,
                 transport,
+                config,
                 info,
                 queues,
                 teardown,
             }),
             Err(error) => {
-                // Reset before the partly built queues free their memory.
-                let status = transport.status();
-                transport.set_status(status | DeviceStatus::FAILED);
-                transport.reset();
-                teardown.device_reset();
+                Self::give_up(&mut transport, &teardown);
                 Err(error)
             }
         }
+    }
+
+    /// Marks the device FAILED and resets it, before the partly built queues
+    /// free their memory.
+    fn give_up(transport: &mut T, teardown: &Teardown<H>) {
+        let status = transport.status();
+        transport.set_status(status | DeviceStatus::FAILED);
+        transport.reset();
+        teardown.device_reset();
     }
 
     #[allow(clippy::type_complexity)]
@@ -176,6 +188,102 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
     /// The device status as it reads now (e.g. to spot DEVICE_NEEDS_RESET).
     pub fn status(&mut self) -> DeviceStatus {
         self.transport.status()
+    }
+
+    /// Checks the device status (control plane: call it from the
+    /// configuration-change interrupt, or now and then from one CPU). On
+    /// DEVICE_NEEDS_RESET (VIRTIO 1.2 §2.1.1) every queue of the device is
+    /// failed: each owner's next poll completes its requests in flight with
+    /// [`Error::DeviceBroken`], and submissions fail at once. Then
+    /// [`BlkDevice::recover`] brings the device back.
+    pub fn check_status(&mut self) -> Result<(), Error> {
+        if self
+            .transport
+            .status()
+            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+        {
+            if self.teardown.failure().is_none() {
+                log::error!("virtio-blk: device set DEVICE_NEEDS_RESET; its queues are failed");
+            }
+            self.teardown.fail(crate::ring::DeviceFault::NeedsReset);
+            return Err(Error::DeviceNeedsReset);
+        }
+        Ok(())
+    }
+
+    /// Resets the device and sets it up again, after DEVICE_NEEDS_RESET or a
+    /// broken queue.
+    ///
+    /// `queues` are the queues their owners hand back (any subset of those
+    /// this device handed out, in any state). Queues not handed back are
+    /// retired: their owners' next poll fails what they have in flight with
+    /// [`Error::DeviceBroken`], and their memory is freed when they are
+    /// dropped. For each returned queue, after the reset, every request still
+    /// in flight completes through `on_recovered` with its buffer, and every
+    /// buffer kept back from an earlier failure is handed back.
+    ///
+    /// Returns the new queues, negotiated and configured afresh.
+    pub fn recover(
+        &mut self,
+        queues: impl IntoIterator<Item = BlkQueue<H, T::Notifier>>,
+        mut on_recovered: impl FnMut(Recovered<H>),
+    ) -> Result<crate::mq::QueueSet<H, T::Notifier>, Error> {
+        self.teardown.fail(crate::ring::DeviceFault::DeviceReset);
+        self.transport.reset();
+        // From here the device reaches none of the old queues' memory.
+        self.teardown.device_reset();
+        for queue in core::mem::take(&mut self.queues).into_iter().chain(queues) {
+            if queue.teardown_quiesced() {
+                queue.reclaim(&mut on_recovered);
+            } else {
+                log::warn!("virtio-blk: recover was handed a queue of another device; dropped");
+            }
+        }
+        self.teardown = Arc::new(Teardown::new());
+        match Self::initialise(&self.hal, &mut self.transport, &self.config, &self.teardown) {
+            Ok((info, queues)) => {
+                self.info = info;
+                Ok(crate::mq::QueueSet::new(queues))
+            }
+            Err(error) => {
+                Self::give_up(&mut self.transport, &self.teardown);
+                Err(error)
+            }
+        }
+    }
+
+    /// Resets one broken queue alone and sets it up again (VIRTIO_F_RING_RESET,
+    /// VIRTIO 1.2 §2.6.1), leaving the other queues running. Requests in
+    /// flight and buffers kept back come back through `on_recovered`, as with
+    /// [`BlkDevice::recover`].
+    ///
+    /// Fails with [`Error::NotSupported`] without RING_RESET (use `recover`),
+    /// and with [`Error::DeviceBroken`] once the whole device has failed. On a
+    /// transport error the queue is dropped (its memory waits for a full reset).
+    pub fn recover_queue(
+        &mut self,
+        queue: BlkQueue<H, T::Notifier>,
+        mut on_recovered: impl FnMut(Recovered<H>),
+    ) -> Result<BlkQueue<H, T::Notifier>, Error> {
+        if !self.info.features.contains(Features::RING_RESET) {
+            return Err(Error::NotSupported("per-queue reset (RING_RESET)"));
+        }
+        if !queue.belongs_to(&self.teardown) || self.teardown.failure().is_some() {
+            return Err(Error::DeviceBroken);
+        }
+        let index = queue.index();
+        self.transport.reset_queue(index)?;
+        // The device has let go of this queue's memory (§2.6.1).
+        queue.reclaim(&mut on_recovered);
+        Self::setup_queue(
+            &self.hal,
+            &mut self.transport,
+            &self.info,
+            &self.config,
+            index,
+            &self.teardown,
+        )?
+        .ok_or(Error::NoQueues)
     }
 
     /// The transport, for control-plane work the driver does not wrap.

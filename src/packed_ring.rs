@@ -51,6 +51,8 @@ pub(crate) struct PackedRing<H: Hal> {
     batch_head: Option<(u16, u16)>,
     /// Ring slots filled since the last commit.
     batch_slots: u16,
+    /// Chains added since the last commit: in flight, but not yet the device's.
+    batch_chains: u16,
 }
 
 impl<H: Hal> PackedRing<H> {
@@ -104,6 +106,7 @@ impl<H: Hal> PackedRing<H> {
             used_wrap: true,
             batch_head: None,
             batch_slots: 0,
+            batch_chains: 0,
         })
     }
 
@@ -187,6 +190,7 @@ impl<H: Hal> PackedRing<H> {
                 .store(head_flags.to_le(), Ordering::Relaxed),
         }
         self.batch_slots += slots as u16;
+        self.batch_chains += 1;
         self.num_free -= slots as u16;
         self.chain_len[usize::from(id)] = slots as u16;
         self.in_flight += 1;
@@ -265,6 +269,7 @@ impl<H: Hal> PackedRing<H> {
         fence(Ordering::SeqCst);
         let added = self.batch_slots;
         self.batch_slots = 0;
+        self.batch_chains = 0;
         let event = self.device_event.get(0);
         match u16::from_le(event.flags.load(Ordering::Relaxed)) {
             packed_event::DISABLE => false,
@@ -293,25 +298,43 @@ impl<H: Hal> PackedRing<H> {
         old <= event && event < new
     }
 
-    /// Whether the descriptor at `next_used` has been used in the current lap.
-    fn used_ready(&self) -> Option<&PackedDesc> {
+    /// The descriptor at `next_used`, if the device has used it in the current lap.
+    ///
+    /// Only read while a published chain is outstanding: then the slot holds
+    /// either our available descriptor (AVAIL = wrap, USED = !wrap) or the
+    /// device's used one (both = wrap), and anything else is a device fault
+    /// (§2.8.1). With nothing published the slot is ours, perhaps the held-back
+    /// head of the next batch, and a "used" mark there cannot be genuine.
+    #[inline]
+    fn used_ready(&self) -> Result<Option<&PackedDesc>, DeviceFault> {
+        if self.in_flight == self.batch_chains {
+            return Ok(None);
+        }
         let desc = self.desc.get(usize::from(self.next_used));
         // Rule 3: Acquire on the flags before reading id and len.
-        let flags =
-            PackedDescFlags::from_bits_retain(u16::from_le(desc.flags.load(Ordering::Acquire)));
+        let raw = u16::from_le(desc.flags.load(Ordering::Acquire));
+        let flags = PackedDescFlags::from_bits_retain(raw);
         let avail = flags.contains(PackedDescFlags::AVAIL);
         let used = flags.contains(PackedDescFlags::USED);
-        (avail == used && used == self.used_wrap).then_some(desc)
+        match (avail == self.used_wrap, used == self.used_wrap) {
+            (true, true) => Ok(Some(desc)),
+            (true, false) => Ok(None),
+            _ => Err(DeviceFault::BadUsedFlags {
+                slot: self.next_used,
+                flags: raw,
+            }),
+        }
     }
 
     #[inline]
     pub(crate) fn has_used(&self) -> bool {
-        self.used_ready().is_some()
+        // A fault counts as "something to poll": poll() will report it.
+        !matches!(self.used_ready(), Ok(None))
     }
 
     #[inline]
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
-        let Some(desc) = self.used_ready() else {
+        let Some(desc) = self.used_ready()? else {
             return Ok(None);
         };
         let id = u16::from_le(desc.id.load(Ordering::Relaxed));
@@ -375,7 +398,7 @@ impl<H: Hal> PackedRing<H> {
         // with the device's fence between writing a used descriptor and reading
         // our event suppression structure.
         fence(Ordering::SeqCst);
-        self.used_ready().is_some()
+        self.has_used()
     }
 }
 
@@ -424,6 +447,63 @@ mod tests {
         assert!(r.event_in_batch(off_wrap(2, false), 3));
         assert!(r.event_in_batch(off_wrap(0, true), 3));
         assert!(!r.event_in_batch(off_wrap(1, true), 3));
+    }
+
+    fn two_segments() -> [Segment; 2] {
+        [Segment {
+            addr: 0x1000,
+            len: 16,
+            device_writable: true,
+        }; 2]
+    }
+
+    /// Plays the device: marks slot `slot` used with `id` and flags `flags`.
+    fn device_writes(r: &PackedRing<TestHal>, slot: usize, id: u16, flags: PackedDescFlags) {
+        let desc = r.desc.get(slot);
+        desc.id.store(id.to_le(), Ordering::Relaxed);
+        desc.len.store(1u32.to_le(), Ordering::Relaxed);
+        desc.flags.store(flags.bits().to_le(), Ordering::Release);
+    }
+
+    #[test]
+    fn packed_used_mark_on_an_unpublished_head_is_ignored() {
+        let mut r = ring(4);
+        let id = r.add(&two_segments());
+        // The head's flags are held back until commit: the slot is still ours.
+        device_writes(&r, 0, id, PackedDescFlags::AVAIL | PackedDescFlags::USED);
+        assert_eq!(
+            r.pop_used(),
+            Ok(None),
+            "the device was never given this chain"
+        );
+        assert!(!r.has_used());
+        r.commit();
+        // Commit overwrote the forged mark with the available one.
+        assert_eq!(r.pop_used(), Ok(None));
+        device_writes(&r, 0, id, PackedDescFlags::AVAIL | PackedDescFlags::USED);
+        assert_eq!(r.pop_used(), Ok(Some(Used { id, len: 1 })));
+    }
+
+    #[test]
+    fn packed_wrong_wrap_and_garbage_flags_are_faults() {
+        for bad in [
+            PackedDescFlags::empty(),
+            PackedDescFlags::USED,
+            PackedDescFlags::USED | PackedDescFlags::NEXT,
+        ] {
+            let mut r = ring(4);
+            let id = r.add(&two_segments());
+            r.commit();
+            device_writes(&r, 0, id, bad);
+            assert!(r.has_used(), "a fault is something for poll to report");
+            assert_eq!(
+                r.pop_used(),
+                Err(DeviceFault::BadUsedFlags {
+                    slot: 0,
+                    flags: bad.bits()
+                })
+            );
+        }
     }
 
     #[test]

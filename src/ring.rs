@@ -54,6 +54,18 @@ pub enum DeviceFault {
         /// The byte found.
         status: u8,
     },
+    /// A packed descriptor the device should have used or left alone carries
+    /// AVAIL/USED bits that fit neither, e.g. the wrong wrap counter.
+    BadUsedFlags {
+        /// Ring slot.
+        slot: u16,
+        /// The flags found.
+        flags: u16,
+    },
+    /// The device set DEVICE_NEEDS_RESET (VIRTIO 1.2 §2.1.1).
+    NeedsReset,
+    /// The driver reset the device to recover it while this queue was away.
+    DeviceReset,
 }
 
 impl core::fmt::Display for DeviceFault {
@@ -75,6 +87,14 @@ impl core::fmt::Display for DeviceFault {
                     f,
                     "request {id}: status byte {status:#x} is not a virtio-blk status"
                 )
+            }
+            DeviceFault::BadUsedFlags { slot, flags } => write!(
+                f,
+                "packed descriptor {slot}: flags {flags:#06x} are neither available nor used in this lap"
+            ),
+            DeviceFault::NeedsReset => write!(f, "the device set DEVICE_NEEDS_RESET"),
+            DeviceFault::DeviceReset => {
+                write!(f, "the device was reset to recover it; this queue is retired")
             }
         }
     }

@@ -291,7 +291,9 @@ impl<H: Hal> SplitRing<H> {
             if published == self.last_used {
                 return Ok(None);
             }
-            if published.wrapping_sub(self.last_used) > self.in_flight {
+            // Only published chains are the device's to complete.
+            let unpublished = self.avail_idx.wrapping_sub(self.published_idx);
+            if published.wrapping_sub(self.last_used) > self.in_flight - unpublished {
                 return Err(DeviceFault::UsedIndexJump {
                     last: self.last_used,
                     published,
@@ -449,6 +451,25 @@ mod tests {
             Err(DeviceFault::UsedIndexJump {
                 last: 0,
                 published: 3
+            })
+        );
+    }
+
+    #[test]
+    fn split_used_index_may_not_cover_unpublished_chains() {
+        let mut r = SplitRing::new(&TestHal, 4, false, None).expect("ring");
+        r.add(&[segment(false), segment(true)]);
+        r.commit();
+        r.add(&[segment(false), segment(true)]);
+        // Two chains in flight, but only one was ever published.
+        r.used_ring.get(0).id.store(0, Ordering::Relaxed);
+        r.used_ring.get(1).id.store(2u32.to_le(), Ordering::Relaxed);
+        r.used_header.get(1).store(2u16.to_le(), Ordering::Release);
+        assert_eq!(
+            r.pop_used(),
+            Err(DeviceFault::UsedIndexJump {
+                last: 0,
+                published: 2
             })
         );
     }

@@ -135,6 +135,13 @@ pub(super) struct Slot<H: Hal> {
     pub(super) writable: u32,
     pub(super) buffer: Option<DmaBuffer<H>>,
     pub(super) in_flight: bool,
+    /// The commit that publishes (or published) the request: a completion
+    /// the device sends before that commit is for a request it never saw.
+    pub(super) batch: u64,
+    /// The queue clock when the request was placed (see `check_timeouts`).
+    pub(super) placed_at: u32,
+    /// Reported overdue already, so each request is reported once.
+    pub(super) overdue_reported: bool,
 }
 
 /// The DMA memory a queue owns, released through [`Teardown`].
@@ -155,6 +162,10 @@ pub(super) struct Inner<H: Hal, N: QueueNotifier> {
     pub(super) unpublished: u16,
     pub(super) stats: QueueStats,
     pub(super) teardown: Arc<Teardown<H>>,
+    /// Ticks of the request clock (see `check_timeouts`).
+    pub(super) clock: u32,
+    /// The memory was handed back after a reset; the drop must not release it again.
+    pub(super) reclaimed: bool,
 }
 
 /// One virtio-blk request queue. `Send`, not `Sync`: exactly one CPU owns it.
@@ -198,6 +209,9 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 writable: 0,
                 buffer: None,
                 in_flight: false,
+                batch: 0,
+                placed_at: 0,
+                overdue_reported: false,
             })
             .collect();
         // Hybrid polls while busy and arms only before it sleeps.
@@ -216,6 +230,8 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 unpublished: 0,
                 stats: QueueStats::default(),
                 teardown,
+                clock: 0,
+                reclaimed: false,
             }),
             _not_sync: core::marker::PhantomData,
         })
@@ -297,7 +313,21 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     /// Whether a completion is waiting, without taking it.
     #[inline]
     pub fn completions_pending(&self) -> bool {
-        self.inner.fault.is_none() && self.inner.memory.ring.has_used()
+        if self.inner.fault.is_some() {
+            return false;
+        }
+        // A device-wide failure is something for poll() to report.
+        self.inner.teardown.failure().is_some() || self.inner.memory.ring.has_used()
+    }
+
+    /// Whether the device this queue came from has been reset since.
+    pub(crate) fn teardown_quiesced(&self) -> bool {
+        self.inner.teardown.quiesced()
+    }
+
+    /// Whether this queue belongs to the setup that shares `teardown`.
+    pub(crate) fn belongs_to(&self, teardown: &Arc<Teardown<H>>) -> bool {
+        Arc::ptr_eq(&self.inner.teardown, teardown)
     }
 
     /// Counts a wake-up by a used-buffer notification (see [`crate::mq::wait_for_completions`]).
@@ -313,6 +343,11 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     #[inline]
     pub fn poll(&mut self, budget: usize, mut on_complete: impl FnMut(Completion<H>)) -> usize {
         let mut done = 0;
+        if let Some(fault) = self.inner.teardown.failure() {
+            if self.inner.fault.is_none() {
+                done += self.break_queue(fault, &mut on_complete);
+            }
+        }
         while done < budget && self.inner.fault.is_none() {
             let popped = self.inner.memory.ring.pop_used();
             match popped {
@@ -336,8 +371,12 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     /// Turns a validated used element into a completion.
     #[inline]
     fn finish(&mut self, used: Used) -> Result<Completion<H>, DeviceFault> {
-        let memory = &mut *self.inner.memory;
+        let inner = &mut *self.inner;
+        let memory = &mut *inner.memory;
         let slot = &mut memory.slots[usize::from(used.id)];
+        if !slot.in_flight || slot.batch > inner.stats.commits {
+            return Err(DeviceFault::IdNotInFlight(used.id));
+        }
         if used.len > slot.writable {
             return Err(DeviceFault::UsedLengthTooLong {
                 id: used.id,
@@ -395,7 +434,11 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
 
 impl<H: Hal, N: QueueNotifier> Drop for BlkQueue<H, N> {
     fn drop(&mut self) {
-        // SAFETY: `memory` is taken exactly once, here, and never used again.
+        if self.inner.reclaimed {
+            return;
+        }
+        // SAFETY: `memory` is taken at most once: here, or in `reclaim`, which
+        // sets `reclaimed` so this branch is not reached; it is never used again.
         let memory = unsafe { ManuallyDrop::take(&mut self.inner.memory) };
         self.inner.teardown.release(memory);
     }

@@ -156,7 +156,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
 
     /// Checks that apply to every request.
     fn check_common(&self, op: Op) -> Result<(), Error> {
-        if self.inner.fault.is_some() {
+        if self.inner.fault.is_some() || self.inner.teardown.failure().is_some() {
             return Err(Error::DeviceBroken);
         }
         if op.modifies_disk() && self.inner.info.read_only {
@@ -324,6 +324,9 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         slot.writable = writable;
         slot.buffer = buffer.and_then(Option::take);
         slot.in_flight = true;
+        slot.batch = inner.stats.commits + 1;
+        slot.placed_at = inner.clock;
+        slot.overdue_reported = false;
         inner.stats.submitted += 1;
         inner.unpublished += 1;
         Ok(())

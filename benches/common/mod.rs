@@ -1,0 +1,3 @@
+//! Helpers for the benches.
+
+pub mod peer_adapters;

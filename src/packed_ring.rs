@@ -53,6 +53,8 @@ pub(crate) struct PackedRing<H: Hal> {
     batch_slots: u16,
     /// Chains added since the last commit: in flight, but not yet the device's.
     batch_chains: u16,
+    /// Used descriptors consumed since the ring was set up (see `Used::seq`).
+    consumed: u64,
 }
 
 impl<H: Hal> PackedRing<H> {
@@ -107,6 +109,7 @@ impl<H: Hal> PackedRing<H> {
             batch_head: None,
             batch_slots: 0,
             batch_chains: 0,
+            consumed: 0,
         })
     }
 
@@ -352,12 +355,47 @@ impl<H: Hal> PackedRing<H> {
         self.num_free += slots;
         self.in_flight -= 1;
         // §2.8.6: the device skips the slots of the chain it used.
-        self.next_used += slots;
-        if self.next_used >= self.layout.size {
-            self.next_used -= self.layout.size;
-            self.used_wrap = !self.used_wrap;
+        (self.next_used, self.used_wrap) = self.skip(self.next_used, self.used_wrap, slots);
+        let seq = self.consumed;
+        self.consumed += 1;
+        Ok(Some(Used { id, len, seq }))
+    }
+
+    /// The ring position `slots` on from `(position, wrap)`.
+    #[inline]
+    fn skip(&self, position: u16, wrap: bool, slots: u16) -> (u16, bool) {
+        // Both are below 2^15, so the sum cannot overflow.
+        let next = position + slots;
+        if next >= self.layout.size {
+            (next - self.layout.size, !wrap)
+        } else {
+            (next, wrap)
         }
-        Ok(Some(Used { id, len }))
+    }
+
+    /// Walks the used descriptors already visible past `next_used`, as far as
+    /// they name chains in flight (poll reports anything else).
+    pub(crate) fn used_horizon(&self) -> Option<u64> {
+        let mut outstanding = self.in_flight - self.batch_chains;
+        let (mut position, mut wrap) = (self.next_used, self.used_wrap);
+        let mut visible = 0u64;
+        while outstanding > 0 {
+            let desc = self.desc.get(usize::from(position));
+            // Rule 3: Acquire on the flags before reading the id.
+            let flags =
+                PackedDescFlags::from_bits_retain(u16::from_le(desc.flags.load(Ordering::Acquire)));
+            let used = flags.contains(PackedDescFlags::AVAIL) == wrap
+                && flags.contains(PackedDescFlags::USED) == wrap;
+            let id = usize::from(u16::from_le(desc.id.load(Ordering::Relaxed)));
+            let slots = self.chain_len.get(id).copied().unwrap_or(0);
+            if !used || slots == 0 {
+                break;
+            }
+            (position, wrap) = self.skip(position, wrap, slots);
+            outstanding -= 1;
+            visible += 1;
+        }
+        (visible > 0).then(|| self.consumed + visible)
     }
 
     pub(crate) fn set_used_notifications(&mut self, mode: UsedNotifications) {
@@ -481,7 +519,7 @@ mod tests {
         // Commit overwrote the forged mark with the available one.
         assert_eq!(r.pop_used(), Ok(None));
         device_writes(&r, 0, id, PackedDescFlags::AVAIL | PackedDescFlags::USED);
-        assert_eq!(r.pop_used(), Ok(Some(Used { id, len: 1 })));
+        assert_eq!(r.pop_used(), Ok(Some(Used { id, len: 1, seq: 0 })));
     }
 
     #[test]

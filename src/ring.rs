@@ -22,6 +22,9 @@ pub(crate) struct Used {
     pub id: u16,
     /// Bytes the device claims to have written.
     pub len: u32,
+    /// Place of this element in the queue's sequence of used elements (0 for
+    /// the first ever); compared with [`Ring::used_horizon`].
+    pub seq: u64,
 }
 
 /// Ways a device can break the protocol (DESIGN.md §5).
@@ -31,6 +34,10 @@ pub enum DeviceFault {
     IdOutOfRange(u32),
     /// A used id that is not in flight (never posted, or completed twice).
     IdNotInFlight(u16),
+    /// A used element for a request the device was not given yet when it
+    /// wrote it: the request was unpublished, or published after the element
+    /// was already visible (e.g. a stale duplicate of a reused id).
+    CompletedBeforePublished(u16),
     /// The split used index moved past what is in flight.
     UsedIndexJump {
         /// Index the driver had consumed up to.
@@ -73,6 +80,10 @@ impl core::fmt::Display for DeviceFault {
         match self {
             DeviceFault::IdOutOfRange(id) => write!(f, "used id {id} is beyond the queue"),
             DeviceFault::IdNotInFlight(id) => write!(f, "used id {id} is not in flight"),
+            DeviceFault::CompletedBeforePublished(id) => write!(
+                f,
+                "used id {id} names a request published after the device wrote it"
+            ),
             DeviceFault::UsedIndexJump { last, published } => {
                 write!(f, "used index jumped from {last} to {published}")
             }
@@ -171,6 +182,15 @@ impl<H: Hal> Ring<H> {
     #[inline]
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
         dispatch!(self, r => r.pop_used())
+    }
+
+    /// Called just before a batch is published: when the device has already
+    /// made used elements visible that are not consumed yet, the `seq` one
+    /// past the last of them. Those elements were written before the batch
+    /// existed for the device, so none may complete one of its requests.
+    #[inline]
+    pub(crate) fn used_horizon(&self) -> Option<u64> {
+        dispatch!(self, r => r.used_horizon())
     }
 
     /// Whether a used element is waiting, without consuming it.

@@ -58,6 +58,8 @@ pub(crate) struct SplitRing<H: Hal> {
     last_used: u16,
     /// Last `used.idx` read from the device, so a burst is read with one load.
     device_used_idx: u16,
+    /// Used elements consumed since the ring was set up (see `Used::seq`).
+    consumed: u64,
     notifications: UsedNotifications,
     /// Value last written to `used_event`.
     used_event: u16,
@@ -119,6 +121,7 @@ impl<H: Hal> SplitRing<H> {
             published_idx: 0,
             last_used: 0,
             device_used_idx: 0,
+            consumed: 0,
             notifications: UsedNotifications::On,
             used_event: 0,
         })
@@ -319,13 +322,25 @@ impl<H: Hal> SplitRing<H> {
         self.chain_len[usize::from(head)] = 0;
         self.in_flight -= 1;
         self.last_used = self.last_used.wrapping_add(1);
+        let seq = self.consumed;
+        self.consumed += 1;
         if self.event_idx
             && self.notifications == UsedNotifications::Off
             && self.last_used.wrapping_sub(self.used_event) > USED_EVENT_REFRESH
         {
             self.park_used_event();
         }
-        Ok(Some(Used { id: head, len }))
+        Ok(Some(Used { id: head, len, seq }))
+    }
+
+    #[inline]
+    pub(crate) fn used_horizon(&self) -> Option<u64> {
+        // Acquire pairs with the device's Release of used.idx (rule 3): the
+        // elements it covers were written before this load.
+        let published = u16::from_le(self.used_header.get(1).load(Ordering::Acquire));
+        let outstanding = self.in_flight - self.avail_idx.wrapping_sub(self.published_idx);
+        let visible = published.wrapping_sub(self.last_used).min(outstanding);
+        (visible > 0).then(|| self.consumed + u64::from(visible))
     }
 
     #[inline]
@@ -419,7 +434,14 @@ mod tests {
             .len
             .store(1u32.to_le(), Ordering::Relaxed);
         r.used_header.get(1).store(1u16.to_le(), Ordering::Release);
-        assert_eq!(r.pop_used(), Ok(Some(Used { id: 0, len: 1 })));
+        assert_eq!(
+            r.pop_used(),
+            Ok(Some(Used {
+                id: 0,
+                len: 1,
+                seq: 0
+            }))
+        );
         assert_eq!(r.pop_used(), Ok(None));
         assert_eq!(r.num_free, 4);
         // The freed chain is reused first.

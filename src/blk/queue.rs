@@ -142,6 +142,9 @@ pub(super) struct Slot<H: Hal> {
     pub(super) placed_at: u32,
     /// Reported overdue already, so each request is reported once.
     pub(super) overdue_reported: bool,
+    /// Used elements with a `seq` below this were visible before the request
+    /// was published, so none of them can be its completion (0: none were).
+    pub(super) horizon: u64,
 }
 
 /// The DMA memory a queue owns, released through [`Teardown`].
@@ -158,8 +161,9 @@ pub(super) struct Inner<H: Hal, N: QueueNotifier> {
     pub(super) index: u16,
     pub(super) mode: Mode,
     pub(super) fault: Option<DeviceFault>,
-    /// Requests placed since the last commit.
-    pub(super) unpublished: u16,
+    /// Slot ids placed since the last commit (capacity: the ring size, so
+    /// pushing never allocates).
+    pub(super) unpublished: Vec<u16>,
     pub(super) stats: QueueStats,
     pub(super) teardown: Arc<Teardown<H>>,
     /// Ticks of the request clock (see `check_timeouts`).
@@ -212,6 +216,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 batch: 0,
                 placed_at: 0,
                 overdue_reported: false,
+                horizon: 0,
             })
             .collect();
         // Hybrid polls while busy and arms only before it sleeps.
@@ -227,7 +232,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 index,
                 mode,
                 fault: None,
-                unpublished: 0,
+                unpublished: Vec::with_capacity(usize::from(size)),
                 stats: QueueStats::default(),
                 teardown,
                 clock: 0,
@@ -282,12 +287,20 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     #[inline]
     pub fn commit(&mut self) -> bool {
         let inner = &mut *self.inner;
-        if inner.unpublished == 0 {
+        if inner.unpublished.is_empty() {
             return false;
         }
-        inner.unpublished = 0;
+        let memory = &mut *inner.memory;
+        // Before publishing: used elements already visible were written
+        // before the device could see this batch.
+        if let Some(horizon) = memory.ring.used_horizon() {
+            for &id in &inner.unpublished {
+                memory.slots[usize::from(id)].horizon = horizon;
+            }
+        }
+        inner.unpublished.clear();
         inner.stats.commits += 1;
-        if !inner.memory.ring.commit() {
+        if !memory.ring.commit() {
             return false;
         }
         inner.stats.kicks += 1;
@@ -374,8 +387,11 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         let inner = &mut *self.inner;
         let memory = &mut *inner.memory;
         let slot = &mut memory.slots[usize::from(used.id)];
-        if !slot.in_flight || slot.batch > inner.stats.commits {
+        if !slot.in_flight {
             return Err(DeviceFault::IdNotInFlight(used.id));
+        }
+        if slot.batch > inner.stats.commits || used.seq < slot.horizon {
+            return Err(DeviceFault::CompletedBeforePublished(used.id));
         }
         if used.len > slot.writable {
             return Err(DeviceFault::UsedLengthTooLong {

@@ -327,8 +327,9 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         slot.batch = inner.stats.commits + 1;
         slot.placed_at = inner.clock;
         slot.overdue_reported = false;
+        slot.horizon = 0;
         inner.stats.submitted += 1;
-        inner.unpublished += 1;
+        inner.unpublished.push(id);
         Ok(())
     }
 }

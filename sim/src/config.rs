@@ -42,14 +42,29 @@ pub struct Injection {
 }
 
 /// Configuration of a [`SimDevice`](crate::SimDevice).
+///
+/// The configuration-space fields (`capacity_sectors`, `blk_size`, `seg_max`,
+/// `size_max`, the range limits, `num_queues_reported`) are written to the
+/// configuration space exactly as given, so a hostile device can report
+/// impossible values (blk_size 0 or 3, seg_max 0, size_max below 512, a
+/// capacity near `u64::MAX` with [`DiskKind::Null`]); `config_patches` reaches
+/// every other byte. The device itself keeps behaving by these same values
+/// (e.g. it fails requests beyond `capacity_sectors`). The hostile control
+/// plane (`refuse_features_ok`, `unstable_config_generation`,
+/// `needs_reset_after`) outlives device resets.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Capacity in 512-byte sectors.
     pub capacity_sectors: u64,
     /// Null or RAM backing.
     pub disk: DiskKind,
-    /// Number of request queues (config field `num_queues`).
+    /// Number of request queues the device has (and reports in `num_queues`
+    /// unless `num_queues_reported` says otherwise).
     pub num_queues: u16,
+    /// Hostile: `num_queues` as the configuration space reports it (e.g. 0 or
+    /// 65535) while the device still has `num_queues` queues; `None` reports
+    /// the truth.
+    pub num_queues_reported: Option<u16>,
     /// Largest queue size accepted for each queue.
     pub max_queue_size: u16,
     /// Offered feature bits.
@@ -84,6 +99,21 @@ pub struct SimConfig {
     pub order: CompletionOrder,
     /// Injected faults.
     pub inject: Vec<Injection>,
+    /// Hostile: `(offset, bytes)` written over the configuration space after
+    /// every field above, for values no field carries (e.g. a
+    /// `physical_block_exp` of 200). [`SimDevice::new`](crate::SimDevice::new)
+    /// panics on a patch beyond the 72-byte space.
+    pub config_patches: Vec<(usize, Vec<u8>)>,
+    /// Hostile: the device clears FEATURES_OK whatever features the driver
+    /// accepts (§2.2.2, §3.1.1 step 6).
+    pub refuse_features_ok: bool,
+    /// Hostile: the configuration generation (§2.5.1) changes on every read,
+    /// as if the configuration changed all the time.
+    pub unstable_config_generation: bool,
+    /// Hostile: set DEVICE_NEEDS_RESET (§2.1.1) once this many requests were
+    /// completed (on all queues together) since the last device reset; the
+    /// next request is never completed. Counts again after every reset.
+    pub needs_reset_after: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -110,13 +140,19 @@ impl Default for SimConfig {
             device_id: *b"virtio-blk-sim\0\0\0\0\0\0",
             order: CompletionOrder::InOrder,
             inject: Vec::new(),
+            num_queues_reported: None,
+            config_patches: Vec::new(),
+            refuse_features_ok: false,
+            unstable_config_generation: false,
+            needs_reset_after: None,
         }
     }
 }
 
 impl SimConfig {
-    /// The little-endian configuration structure `virtio_blk_config` (§5.2.4).
-    pub(crate) fn config_space(&self) -> [u8; blk_config::SIZE] {
+    /// The little-endian configuration structure `virtio_blk_config` (§5.2.4),
+    /// with `config_patches` applied; `Err` names a patch beyond it.
+    pub(crate) fn config_space(&self) -> Result<[u8; blk_config::SIZE], String> {
         let mut c = [0u8; blk_config::SIZE];
         let mut put =
             |offset: usize, bytes: &[u8]| c[offset..offset + bytes.len()].copy_from_slice(bytes);
@@ -130,7 +166,13 @@ impl SimConfig {
             blk_config::WRITEBACK,
             &[u8::from(self.features.contains(Features::BLK_FLUSH))],
         );
-        put(blk_config::NUM_QUEUES, &self.num_queues.to_le_bytes());
+        put(
+            blk_config::NUM_QUEUES,
+            &self
+                .num_queues_reported
+                .unwrap_or(self.num_queues)
+                .to_le_bytes(),
+        );
         put(
             blk_config::MAX_DISCARD_SECTORS,
             &self.max_discard_sectors.to_le_bytes(),
@@ -167,7 +209,20 @@ impl SimConfig {
             blk_config::SECURE_ERASE_SECTOR_ALIGNMENT,
             &self.secure_erase_sector_alignment.to_le_bytes(),
         );
-        c
+        for (offset, bytes) in &self.config_patches {
+            let target = offset
+                .checked_add(bytes.len())
+                .and_then(|end| c.get_mut(*offset..end))
+                .ok_or_else(|| {
+                    format!(
+                        "config patch of {} bytes at offset {offset} is beyond the {}-byte configuration space",
+                        bytes.len(),
+                        blk_config::SIZE
+                    )
+                })?;
+            target.copy_from_slice(bytes);
+        }
+        Ok(c)
     }
 
     /// The injected status for a request touching `[sector, sector + count)`, if any.

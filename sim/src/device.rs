@@ -1,15 +1,16 @@
 //! [`SimDevice`]: the shared state behind the transport, the inline stepping
 //! API and the device threads.
 
-use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use virtio_blk_mq::spec::blk_config;
-use virtio_blk_mq::{DeviceStatus, Features};
+use virtio_blk_mq::{DeviceStatus, Features, RingKind};
 
 use crate::config::SimConfig;
 use crate::disk::Disk;
-use crate::queue::{Kicks, QueueState, StepOutcome};
+use crate::hostile::Hostile;
+use crate::queue::{Kicks, QueueState, StepArgs, StepOutcome};
 use crate::request::ReqCtx;
 use crate::threads::{SimThreads, ThreadMode};
 use crate::transport::SimTransport;
@@ -44,6 +45,27 @@ pub(crate) struct QueueSlot {
     /// Set by a kick, cleared by the sleeping device thread that sees it.
     pub(crate) wake: Mutex<bool>,
     pub(crate) wake_cv: Condvar,
+    /// Takes requests but completes none ([`SimDevice::stall`]); cleared by resets.
+    pub(crate) stalled: AtomicBool,
+    /// Reset by `reset_queue` since it was last set up: it may be set up
+    /// again after DRIVER_OK (§2.6.1).
+    pub(crate) was_reset: AtomicBool,
+}
+
+impl QueueSlot {
+    fn new() -> QueueSlot {
+        QueueSlot {
+            state: Mutex::new(None),
+            kicks: AtomicU64::new(0),
+            used_notifications: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            callback: Mutex::new(None),
+            wake: Mutex::new(false),
+            wake_cv: Condvar::new(),
+            stalled: AtomicBool::new(false),
+            was_reset: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Control-plane state written through the transport.
@@ -67,6 +89,11 @@ pub(crate) struct Shared {
     pub(crate) control: Mutex<Control>,
     pub(crate) queues: Vec<QueueSlot>,
     violations: Mutex<Vec<String>>,
+    /// Configuration generation handed out by an unstable device.
+    pub(crate) generation: AtomicU32,
+    /// Completions left before DEVICE_NEEDS_RESET (`needs_reset_after`).
+    budget: AtomicU64,
+    hostile_log: Mutex<Vec<(u16, Hostile)>>,
 }
 
 impl Shared {
@@ -87,6 +114,21 @@ impl Shared {
     pub(crate) fn set_needs_reset(&self) {
         self.status
             .fetch_or(DeviceStatus::DEVICE_NEEDS_RESET.bits(), Ordering::SeqCst);
+    }
+
+    /// Forgets every queue's device state, stall and pending hostile acts,
+    /// and restarts the `needs_reset_after` count (device reset, §2.1.1).
+    /// The caller holds `control`.
+    pub(crate) fn reset_queues(&self) {
+        for slot in &self.queues {
+            *lock(&slot.state) = None;
+            slot.stalled.store(false, Ordering::SeqCst);
+            slot.was_reset.store(false, Ordering::SeqCst);
+        }
+        self.budget.store(
+            self.config.needs_reset_after.unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// Steps queue `queue` once; see [`SimDevice::step`].
@@ -112,9 +154,23 @@ impl Shared {
                 features: state.features(),
             };
             let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
-            state.step(&ctx, kicks, drain, &mut report)
+            let mut performed = |act: Hostile| {
+                log::info!("virtio-blk-sim: queue {queue}: hostile act {act:?} performed");
+                lock(&self.hostile_log).push((queue, act));
+            };
+            let budget = self.config.needs_reset_after.map(|_| &self.budget);
+            let args = StepArgs {
+                kicks,
+                drain,
+                stalled: slot.stalled.load(Ordering::SeqCst),
+                budget,
+                performed: &mut performed,
+            };
+            state.step(&ctx, args, &mut report)
         };
-        if outcome.broke {
+        let spent =
+            self.config.needs_reset_after.is_some() && self.budget.load(Ordering::Relaxed) == 0;
+        if outcome.broke || spent {
             self.set_needs_reset();
         }
         slot.completed
@@ -159,28 +215,34 @@ impl SimDevice {
     /// Creates a device; nothing runs until the driver sets it up through
     /// [`SimDevice::transport`] and then [`SimDevice::step`] or
     /// [`SimDevice::spawn`] drives it.
+    ///
+    /// # Panics
+    /// If `config` cannot be built: a [`DiskKind::Ram`](crate::DiskKind::Ram)
+    /// disk whose `capacity_sectors * 512` bytes overflow or cannot be
+    /// allocated (huge capacities need [`DiskKind::Null`](crate::DiskKind::Null)),
+    /// or a `config_patches` entry beyond the configuration space. These are
+    /// mistakes of the test that builds the device; nothing a driver does can
+    /// make the device panic.
     pub fn new(config: SimConfig) -> SimDevice {
-        let queues = (0..config.num_queues)
-            .map(|_| QueueSlot {
-                state: Mutex::new(None),
-                kicks: AtomicU64::new(0),
-                used_notifications: AtomicU64::new(0),
-                completed: AtomicU64::new(0),
-                callback: Mutex::new(None),
-                wake: Mutex::new(false),
-                wake_cv: Condvar::new(),
-            })
-            .collect();
+        let config_space = config
+            .config_space()
+            .unwrap_or_else(|e| panic!("virtio-blk-sim: {e}"));
+        let disk = Disk::new(config.disk, config.capacity_sectors)
+            .unwrap_or_else(|e| panic!("virtio-blk-sim: {e}"));
+        let queues = (0..config.num_queues).map(|_| QueueSlot::new()).collect();
         SimDevice {
             shared: Arc::new(Shared {
-                config_space: config.config_space(),
-                disk: Disk::new(config.disk, config.capacity_sectors),
+                config_space,
+                disk,
+                budget: AtomicU64::new(config.needs_reset_after.unwrap_or(u64::MAX)),
                 config,
                 status: AtomicU8::new(0),
                 negotiated: AtomicU64::new(0),
                 control: Mutex::new(Control::default()),
                 queues,
                 violations: Mutex::new(Vec::new()),
+                generation: AtomicU32::new(0),
+                hostile_log: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -199,7 +261,9 @@ impl SimDevice {
     /// §2.8.10: DESC at the next position with EVENT_IDX, else ENABLE) and sends
     /// a used-buffer notification if the driver asked for one. Returns how many
     /// requests it completed. Does nothing before DRIVER_OK or after
-    /// DEVICE_NEEDS_RESET.
+    /// DEVICE_NEEDS_RESET. Queued [`Hostile`] acts are performed after the
+    /// requests are taken and before the honest completions; a stalled queue
+    /// ([`SimDevice::stall`]) only takes requests.
     pub fn step(&self, queue: u16) -> usize {
         self.shared
             .step_queue(queue, Kicks::Enable, false)
@@ -262,6 +326,59 @@ impl SimDevice {
     /// (§2.1.1); the device processes nothing more until it is reset.
     pub fn set_needs_reset(&self) {
         self.shared.set_needs_reset()
+    }
+
+    /// Queues hostile act `act` on queue `queue`; the queue's next step
+    /// performs it (see [`Hostile`] for when, and what becomes of the queue).
+    /// `Err` says why it was refused: the device has no such queue, the queue
+    /// is not enabled, or the act does not exist for the queue's ring format.
+    /// Acts still queued are forgotten by a device or queue reset.
+    pub fn inject_hostile(&self, queue: u16, act: Hostile) -> Result<(), String> {
+        let slot = self
+            .shared
+            .queues
+            .get(usize::from(queue))
+            .ok_or_else(|| format!("the device has no queue {queue}"))?;
+        {
+            let mut guard = lock(&slot.state);
+            let state = guard.as_mut().ok_or_else(|| {
+                format!("queue {queue} is not enabled; set it up before injecting {act:?}")
+            })?;
+            let ring = state.ring_kind();
+            if !act.applies_to(ring) {
+                let name = match ring {
+                    RingKind::Split => "split",
+                    RingKind::Packed => "packed",
+                };
+                return Err(format!(
+                    "{act:?} does not apply to queue {queue}: it uses a {name} ring"
+                ));
+            }
+            state.push_act(act);
+        }
+        // A sleeping device thread performs it now.
+        self.shared.wake(queue);
+        Ok(())
+    }
+
+    /// Hostile acts performed so far as `(queue, act)`, in order (kept across resets).
+    pub fn hostile_log(&self) -> Vec<(u16, Hostile)> {
+        lock(&self.shared.hostile_log).clone()
+    }
+
+    /// Stalls queue `queue` (`true`) or lets it run again (`false`). A stalled
+    /// queue takes available requests but completes none, on inline steps and
+    /// device threads alike, and performs no hostile acts; un-stalling
+    /// completes the held requests at the next step. A device reset or a
+    /// per-queue reset clears the stall. No effect on a queue the device does
+    /// not have.
+    pub fn stall(&self, queue: u16, stalled: bool) {
+        if let Some(slot) = self.shared.queues.get(usize::from(queue)) {
+            slot.stalled.store(stalled, Ordering::SeqCst);
+            if !stalled {
+                self.shared.wake(queue);
+            }
+        }
     }
 
     /// Starts one device thread per queue enabled now; see [`ThreadMode`].

@@ -1,5 +1,6 @@
 //! The storage behind the device: nothing (null) or a RAM disk.
 
+use std::alloc::{alloc_zeroed, Layout};
 use std::sync::{Mutex, PoisonError};
 
 use virtio_blk_mq::spec::SECTOR_SIZE;
@@ -14,17 +15,41 @@ pub(crate) enum Disk {
     Ram(Mutex<Vec<u8>>),
 }
 
+/// `bytes` zero bytes, or `None` when the allocator refuses them (where
+/// `vec![0; bytes]` would abort the process).
+fn zeroed(bytes: usize) -> Option<Vec<u8>> {
+    if bytes == 0 {
+        return Some(Vec::new());
+    }
+    let layout = Layout::array::<u8>(bytes).ok()?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of
+    // `bytes` u8s (size `bytes`, align 1), which is how a `Vec<u8>` of
+    // capacity `bytes` allocates; all `bytes` bytes are initialised (zeroed),
+    // and the Vec becomes the allocation's only owner.
+    Some(unsafe { Vec::from_raw_parts(ptr, bytes, bytes) })
+}
+
 impl Disk {
-    pub(crate) fn new(kind: DiskKind, capacity_sectors: u64) -> Disk {
+    /// The disk, or why a RAM disk of `capacity_sectors` cannot be had.
+    pub(crate) fn new(kind: DiskKind, capacity_sectors: u64) -> Result<Disk, String> {
         match kind {
-            DiskKind::Null => Disk::Null,
-            DiskKind::Ram => {
-                let bytes = capacity_sectors
-                    .checked_mul(SECTOR_SIZE)
-                    .and_then(|b| usize::try_from(b).ok())
-                    .expect("RAM disk capacity does not fit in memory");
-                Disk::Ram(Mutex::new(vec![0; bytes]))
-            }
+            DiskKind::Null => Ok(Disk::Null),
+            DiskKind::Ram => capacity_sectors
+                .checked_mul(SECTOR_SIZE)
+                .and_then(|b| usize::try_from(b).ok())
+                .and_then(zeroed)
+                .map(|bytes| Disk::Ram(Mutex::new(bytes)))
+                .ok_or_else(|| {
+                    format!(
+                        "a RAM disk of {capacity_sectors} sectors does not fit in memory \
+                         (use DiskKind::Null for huge capacities)"
+                    )
+                }),
         }
     }
 

@@ -12,6 +12,12 @@
 //! Run the device inline with [`SimDevice::step`] / [`SimDevice::drain`]
 //! (deterministic, single-threaded) or on threads with [`SimDevice::spawn`].
 //!
+//! The device can also be hostile, deterministically and on demand: lie on a
+//! queue's used side ([`SimDevice::inject_hostile`] with a [`Hostile`] act),
+//! hold requests forever ([`SimDevice::stall`]), report impossible
+//! configuration values, refuse FEATURES_OK, never settle its configuration
+//! generation, or ask for a reset after N requests (see [`SimConfig`]).
+//!
 //! [`Transport`]: virtio_blk_mq::Transport
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -20,6 +26,7 @@ mod config;
 mod device;
 mod disk;
 mod hal;
+mod hostile;
 mod mem;
 mod packed;
 mod queue;
@@ -35,5 +42,6 @@ mod tests;
 pub use config::{CompletionOrder, DiskKind, Injection, SimConfig};
 pub use device::{QueueStats, SimDevice};
 pub use hal::SimHal;
+pub use hostile::Hostile;
 pub use threads::{SimThreads, ThreadMode};
 pub use transport::{SimNotifier, SimTransport};

@@ -11,6 +11,7 @@ use core::sync::atomic::{fence, Ordering};
 
 use virtio_blk_mq::spec::{packed_event, PackedDescFlags};
 
+use crate::hostile::used_bits;
 use crate::mem::{MemCheck, PackedAreas};
 use crate::request::RawSeg;
 use crate::ring::Popped;
@@ -33,6 +34,17 @@ pub(crate) struct PackedRing {
     published: (u16, bool),
     /// Slots advanced since then.
     unpublished: u32,
+}
+
+/// Flags of a used descriptor written in the lap of wrap counter `wrap`
+/// (§2.8.1: AVAIL = USED = wrap), with WRITE when `len` bytes were written
+/// (§2.8.3: then `len` is valid).
+pub(crate) fn used_flags(wrap: bool, len: u32) -> u16 {
+    let mut flags = used_bits(wrap);
+    if len > 0 {
+        flags |= PackedDescFlags::WRITE.bits();
+    }
+    flags
 }
 
 /// True when `flags` mark a descriptor available in the lap of wrap counter `wrap` (§2.8.1).
@@ -171,20 +183,24 @@ impl PackedRing {
     /// Writes one used descriptor at the next used slot (§2.8.5) and skips the
     /// chain's other slots (§2.8.6).
     pub(crate) fn push_used(&mut self, id: u16, skip: u16, len: u32) {
+        let flags = used_flags(self.used_wrap, len);
+        self.push_used_flags(id, skip, len, flags);
+    }
+
+    /// The device ring wrap counter at the next used slot.
+    pub(crate) fn used_wrap(&self) -> bool {
+        self.used_wrap
+    }
+
+    /// Writes a used descriptor with the given `flags` at the next used slot
+    /// and moves that slot `skip` on: [`Self::push_used`], or a hostile act
+    /// that writes flags of its own.
+    pub(crate) fn push_used_flags(&mut self, id: u16, skip: u16, len: u32, flags: u16) {
         let d = self.areas.desc(self.next_used);
         d.id.store(id.to_le(), Ordering::Relaxed);
         d.len.store(len.to_le(), Ordering::Relaxed);
-        let mut flags = if self.used_wrap {
-            PackedDescFlags::AVAIL | PackedDescFlags::USED
-        } else {
-            PackedDescFlags::empty()
-        };
-        if len > 0 {
-            // §2.8.3: in a used descriptor WRITE says data was written (and `len` is valid).
-            flags |= PackedDescFlags::WRITE;
-        }
         // Release: id and len are visible before the flags that hand the descriptor back.
-        d.flags.store(flags.bits().to_le(), Ordering::Release);
+        d.flags.store(flags.to_le(), Ordering::Release);
         let next = u32::from(self.next_used) + u32::from(skip);
         if next >= u32::from(self.size) {
             self.next_used = (next - u32::from(self.size)) as u16;

@@ -1,11 +1,17 @@
-//! One device queue: collects available requests, serves them, completes them
-//! in the configured order and decides on notifications.
+//! One device queue: collects available requests, performs queued hostile
+//! acts, serves the requests, completes them in the configured order and
+//! decides on notifications.
 
-use virtio_blk_mq::Features;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use virtio_blk_mq::{Features, RingKind};
 
 use crate::config::CompletionOrder;
+use crate::hostile::{garbage_flags, Hostile};
 use crate::mem::MemCheck;
-use crate::request::{serve, RawSeg, ReqCtx, Scratch};
+use crate::packed::used_flags;
+use crate::request::{serve, writable_bytes, RawSeg, ReqCtx, Scratch, StatusWrite};
 use crate::ring::{Ring, RingSetup};
 
 /// A request taken from the ring and not yet completed.
@@ -52,6 +58,39 @@ pub(crate) enum Kicks {
     Disable,
 }
 
+/// How one step runs, besides the request context.
+pub(crate) struct StepArgs<'a> {
+    pub(crate) kicks: Kicks,
+    /// Complete every pending request, including ones the order would hold back.
+    pub(crate) drain: bool,
+    /// Take requests but complete none ([`crate::SimDevice::stall`]).
+    pub(crate) stalled: bool,
+    /// Completions left before DEVICE_NEEDS_RESET
+    /// ([`crate::SimConfig::needs_reset_after`]); `None` when unlimited.
+    pub(crate) budget: Option<&'a AtomicU64>,
+    /// Told about every hostile act performed.
+    pub(crate) performed: &'a mut dyn FnMut(Hostile),
+}
+
+/// A request served and ready to be marked used.
+struct Served {
+    id: u16,
+    skip: u16,
+    len: u32,
+}
+
+/// Takes up to `want` completions from `budget`; returns how many it got.
+fn reserve(budget: &AtomicU64, want: usize) -> usize {
+    let mut granted = 0;
+    // Relaxed: the counter orders no other memory; the read-modify-write alone
+    // makes concurrent steps of different queues share it exactly.
+    let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        granted = left.min(want as u64);
+        Some(left - granted)
+    });
+    granted as usize
+}
+
 /// What one step did.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct StepOutcome {
@@ -76,6 +115,14 @@ pub(crate) struct QueueState {
     scratch: Scratch,
     rng: Option<XorShift>,
     broken: bool,
+    /// Hostile acts waiting for the next step, first one first.
+    acts: VecDeque<Hostile>,
+    /// A hostile act left the used side out of step with the driver's chains:
+    /// the queue takes, completes and touches nothing until it is reset.
+    stopped: bool,
+    /// Ids of the last `size` completions, oldest first: with the pending
+    /// ones, every id the driver may still have in flight.
+    recent: VecDeque<u16>,
 }
 
 impl QueueState {
@@ -101,6 +148,9 @@ impl QueueState {
                 CompletionOrder::Shuffled { seed } => Some(XorShift::new(seed)),
             },
             broken: false,
+            acts: VecDeque::new(),
+            stopped: false,
+            recent: VecDeque::with_capacity(usize::from(setup.size)),
         })
     }
 
@@ -109,9 +159,23 @@ impl QueueState {
         self.features
     }
 
+    /// The queue's ring format.
+    pub(crate) fn ring_kind(&self) -> RingKind {
+        if self.setup.packed {
+            RingKind::Packed
+        } else {
+            RingKind::Split
+        }
+    }
+
+    /// Queues a hostile act for the next step (the caller checked it applies).
+    pub(crate) fn push_act(&mut self, act: Hostile) {
+        self.acts.push_back(act);
+    }
+
     /// True when the driver has made buffers available the device has not taken.
     pub(crate) fn has_available(&self) -> bool {
-        !self.broken && self.ring.has_available()
+        !self.broken && !self.stopped && self.ring.has_available()
     }
 
     fn fail(&mut self, msg: String, report: &mut dyn FnMut(String)) {
@@ -119,17 +183,18 @@ impl QueueState {
         self.broken = true;
     }
 
-    /// Takes every available request, completes all (`drain`, or in-order
-    /// mode) or a random non-empty subset of the pending ones, publishes them,
-    /// sets kick suppression and decides on a used-buffer notification.
+    /// Takes every available request; unless stalled, performs the queued
+    /// hostile acts, then (unless one stopped the queue) completes all
+    /// (`drain`, or in-order mode) or a random non-empty subset of the
+    /// pending ones within the completion budget, publishes them, sets kick
+    /// suppression and decides on a used-buffer notification.
     pub(crate) fn step(
         &mut self,
         ctx: &ReqCtx<'_>,
-        kicks: Kicks,
-        drain: bool,
+        args: StepArgs<'_>,
         report: &mut dyn FnMut(String),
     ) -> StepOutcome {
-        if self.broken {
+        if self.broken || self.stopped {
             return StepOutcome::default();
         }
         if self.mem.stale() {
@@ -145,34 +210,221 @@ impl QueueState {
             }
         }
         let broke = self.collect(report);
-        let n = self.choose(drain);
-        for p in self.pending.drain(..n) {
-            let len = serve(
-                ctx,
-                &mut self.mem,
-                &mut self.scratch,
-                &p.segs,
-                p.fault,
-                report,
-            );
-            self.ring.push_used(p.id, p.skip, len);
-            let mut segs = p.segs;
-            segs.clear();
-            self.spare.push(segs);
+        let set_kicks = |ring: &mut Ring| match args.kicks {
+            Kicks::Enable => ring.enable_kicks(),
+            Kicks::Disable => ring.disable_kicks(),
+        };
+        if args.stalled {
+            // Nothing counts as pending: a stalled queue gives a device thread
+            // no reason to spin.
+            if !broke {
+                set_kicks(&mut self.ring);
+            }
+            return StepOutcome {
+                broke,
+                ..Default::default()
+            };
         }
-        let notify = self.ring.publish();
-        if !broke {
-            match kicks {
-                Kicks::Enable => self.ring.enable_kicks(),
-                Kicks::Disable => self.ring.disable_kicks(),
+        let mut completed = 0;
+        if !broke && !self.acts.is_empty() {
+            completed = self.perform_acts(ctx, args.budget, args.performed, report);
+            if self.stopped {
+                // Publish the lie; nothing else is served from now on.
+                let notify = self.ring.publish();
+                return StepOutcome {
+                    completed,
+                    notify,
+                    ..Default::default()
+                };
             }
         }
+        let mut n = self.choose(args.drain);
+        if let Some(budget) = args.budget {
+            n = reserve(budget, n);
+        }
+        let mut pending = core::mem::take(&mut self.pending);
+        for p in pending.drain(..n) {
+            let s = self.serve(ctx, p, StatusWrite::Honest, report);
+            self.ring.push_used(s.id, s.skip, s.len);
+        }
+        self.pending = pending;
+        let notify = self.ring.publish();
+        if !broke {
+            set_kicks(&mut self.ring);
+        }
         StepOutcome {
-            completed: n,
+            completed: completed + n,
             notify,
             pending: self.pending.len(),
             broke,
         }
+    }
+
+    /// Serves `p` (its used element is the caller's to write) and remembers its id.
+    fn serve(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        p: Pending,
+        status: StatusWrite,
+        report: &mut dyn FnMut(String),
+    ) -> Served {
+        let len = serve(
+            ctx,
+            &mut self.mem,
+            &mut self.scratch,
+            &p.segs,
+            p.fault,
+            status,
+            report,
+        );
+        let mut segs = p.segs;
+        segs.clear();
+        self.spare.push(segs);
+        if self.recent.len() >= usize::from(self.setup.size) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(p.id);
+        Served {
+            id: p.id,
+            skip: p.skip,
+            len,
+        }
+    }
+
+    /// Performs queued acts in order until one has to wait or one stops the
+    /// queue (acts queued behind that one are dropped). Returns the requests
+    /// they completed, which also count against `budget`.
+    fn perform_acts(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        budget: Option<&AtomicU64>,
+        performed: &mut dyn FnMut(Hostile),
+        report: &mut dyn FnMut(String),
+    ) -> usize {
+        let mut completed = 0;
+        while let Some(&act) = self.acts.front() {
+            let Some(n) = self.perform(ctx, act, report) else {
+                break;
+            };
+            self.acts.pop_front();
+            performed(act);
+            completed += n;
+            if let Some(budget) = budget {
+                // Relaxed: as in `reserve`; acts are not held back by the budget.
+                let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    Some(left.saturating_sub(n as u64))
+                });
+            }
+            if act.stops_queue() {
+                self.stopped = true;
+                self.acts.clear();
+                break;
+            }
+        }
+        completed
+    }
+
+    /// Performs one act; `None` when it has to wait (no pending request, or no
+    /// free id), else the number of requests it completed.
+    fn perform(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        act: Hostile,
+        report: &mut dyn FnMut(String),
+    ) -> Option<usize> {
+        let size = self.setup.size;
+        match act {
+            Hostile::UsedIdOutOfRange => {
+                self.push_lie(u32::from(size), 0);
+                return Some(0);
+            }
+            Hostile::UsedIdNotInFlight => {
+                let id = self.free_id()?;
+                self.push_lie(u32::from(id), 0);
+                return Some(0);
+            }
+            Hostile::UsedIndexJump => {
+                if let Ring::Split(r) = &mut self.ring {
+                    // More than can ever be in flight; size <= 32768, so no overflow.
+                    r.jump_used(size + 1);
+                }
+                return Some(0);
+            }
+            Hostile::RandomUsed { seed } => {
+                let mut rng = XorShift::new(seed);
+                let (id, len, flags) = (rng.next(), rng.next(), rng.next());
+                match &mut self.ring {
+                    Ring::Split(r) => r.push_used_raw(id as u32, len as u32),
+                    Ring::Packed(r) => r.push_used_flags(id as u16, 1, len as u32, flags as u16),
+                }
+                return Some(0);
+            }
+            _ => {}
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let p = self.pending.remove(0);
+        let writable = writable_bytes(&p.segs);
+        let status = match act {
+            Hostile::GarbageStatus(byte) => StatusWrite::Replace(byte),
+            Hostile::StatusNotWritten => StatusWrite::Skip,
+            _ => StatusWrite::Honest,
+        };
+        let s = self.serve(ctx, p, status, report);
+        let packed_flags = match (&self.ring, act) {
+            (Ring::Packed(r), Hostile::WrongWrap) => Some(used_flags(!r.used_wrap(), s.len)),
+            (Ring::Packed(r), Hostile::GarbageUsedFlags) => {
+                let random = XorShift::new(0x6761_7262_6167_6500 ^ u64::from(s.id)).next();
+                Some(garbage_flags(r.used_wrap(), random as u16))
+            }
+            _ => None,
+        };
+        match packed_flags {
+            Some(flags) => {
+                if let Ring::Packed(r) = &mut self.ring {
+                    r.push_used_flags(s.id, s.skip, s.len, flags);
+                }
+            }
+            None if act == Hostile::RepeatUsedId => {
+                self.ring.push_used(s.id, s.skip, s.len);
+                self.push_lie(u32::from(s.id), s.len);
+            }
+            None if act == Hostile::UsedLenTooLong => {
+                self.ring
+                    .push_used(s.id, s.skip, writable.saturating_add(4096));
+            }
+            // GarbageStatus and StatusNotWritten lied in the status byte.
+            None => self.ring.push_used(s.id, s.skip, s.len),
+        }
+        Some(1)
+    }
+
+    /// Writes a used element/descriptor for `id` that matches no chain the
+    /// device is done with (packed: at the next used slot with correct flags,
+    /// skipping one slot; ids above 16 bits are cut to 0xffff).
+    fn push_lie(&mut self, id: u32, len: u32) {
+        match &mut self.ring {
+            Ring::Split(r) => r.push_used_raw(id, len),
+            Ring::Packed(r) => r.push_used(u16::try_from(id).unwrap_or(u16::MAX), 1, len),
+        }
+    }
+
+    /// The lowest id below the queue size that is neither pending nor among
+    /// the last `size` completions, so the driver cannot have it in flight.
+    fn free_id(&self) -> Option<u16> {
+        let mut taken = vec![false; usize::from(self.setup.size)];
+        let ids = self
+            .pending
+            .iter()
+            .map(|p| p.id)
+            .chain(self.recent.iter().copied());
+        for id in ids {
+            if let Some(t) = taken.get_mut(usize::from(id)) {
+                *t = true;
+            }
+        }
+        taken.iter().position(|&t| !t).map(|i| i as u16)
     }
 
     /// Moves every available chain into `pending`; true on a ring fault.

@@ -22,6 +22,18 @@ pub(crate) struct RawSeg {
     pub(crate) write: bool,
 }
 
+/// What `serve` does with the status byte: the honest one, or a hostile
+/// act's (see [`crate::Hostile`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatusWrite {
+    /// Write the status the request earned.
+    Honest,
+    /// Write this byte instead.
+    Replace(u8),
+    /// Write no status byte; the used length counts the data only.
+    Skip,
+}
+
 /// What a request needs to know about the device.
 pub(crate) struct ReqCtx<'a> {
     pub(crate) config: &'a SimConfig,
@@ -96,17 +108,19 @@ fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Serves the request made of `segs` and writes its status byte; returns the
-/// used length (bytes written into device-writable buffers). A chain the ring
-/// layer already found malformed arrives with `fault`. Every violation goes
-/// to `report` and completes the request with IOERR when a status byte can be
-/// found, with used length 0 otherwise.
+/// Serves the request made of `segs` and writes its status byte as
+/// `status_write` says; returns the used length (bytes written into
+/// device-writable buffers). A chain the ring layer already found malformed
+/// arrives with `fault`. Every violation goes to `report` and completes the
+/// request with IOERR when a status byte can be found, with used length 0
+/// otherwise.
 pub(crate) fn serve(
     ctx: &ReqCtx<'_>,
     mem: &mut MemCheck,
     scratch: &mut Scratch,
     segs: &[RawSeg],
     fault: Option<String>,
+    status_write: StatusWrite,
     report: &mut dyn FnMut(String),
 ) -> u32 {
     scratch.readable.clear();
@@ -160,6 +174,11 @@ pub(crate) fn serve(
             (status, 0)
         }
     };
+    let status = match status_write {
+        StatusWrite::Honest => status,
+        StatusWrite::Replace(byte) => byte,
+        StatusWrite::Skip => return u32::try_from(written).unwrap_or(u32::MAX),
+    };
     if chain_ok {
         // Every buffer is usable: the status byte is the last byte of the writable stream.
         stream_write(&scratch.writable, w_total - 1, &[status]);
@@ -172,6 +191,14 @@ pub(crate) fn serve(
         }
         None => 0,
     }
+}
+
+/// Bytes the chain `segs` offers the device to write (data-in and status).
+pub(crate) fn writable_bytes(segs: &[RawSeg]) -> u32 {
+    segs.iter()
+        .filter(|s| s.write)
+        .map(|s| s.len)
+        .fold(0, u32::saturating_add)
 }
 
 /// Checks the chain's shape against the negotiated limits and dispatches on the request type.

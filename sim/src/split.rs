@@ -140,10 +140,23 @@ impl SplitRing {
 
     /// Writes one used element (§2.7.8); visible to the driver after [`Self::publish`].
     pub(crate) fn push_used(&mut self, id: u16, len: u32) {
+        self.push_used_raw(u32::from(id), len);
+    }
+
+    /// Writes one used element with any 32-bit id, also one that names no
+    /// chain (hostile acts); visible to the driver after [`Self::publish`].
+    pub(crate) fn push_used_raw(&mut self, id: u32, len: u32) {
         let elem = self.areas.used_elem(self.next_used);
-        elem.id.store(u32::from(id).to_le(), Ordering::Relaxed);
+        // Relaxed: ordered before the Release store of used.idx in `publish`.
+        elem.id.store(id.to_le(), Ordering::Relaxed);
         elem.len.store(len.to_le(), Ordering::Relaxed);
         self.next_used = self.next_used.wrapping_add(1);
+    }
+
+    /// Hostile: moves the used index `by` entries on without writing the
+    /// elements it covers; [`Self::publish`] hands the jump to the driver.
+    pub(crate) fn jump_used(&mut self, by: u16) {
+        self.next_used = self.next_used.wrapping_add(by);
     }
 
     /// Publishes the used elements written since the last call; true when the

@@ -44,14 +44,14 @@ impl QueueNotifier for SimNotifier {
 }
 
 impl SimTransport {
+    /// Device reset (§2.1): status, features and every queue's state, stall
+    /// and pending hostile acts go; `SimConfig`-level hostility stays.
     fn reset_device(&self) {
         let mut control = lock(&self.shared.control);
         self.shared.status.store(0, Ordering::SeqCst);
         self.shared.negotiated.store(0, Ordering::SeqCst);
         control.driver_features = 0;
-        for slot in &self.shared.queues {
-            *lock(&slot.state) = None;
-        }
+        self.shared.reset_queues();
     }
 
     fn config_bytes<const N: usize>(&self, offset: usize) -> [u8; N] {
@@ -93,8 +93,9 @@ impl Transport for SimTransport {
     }
 
     /// Writes the status. FEATURES_OK is only kept when the driver's features
-    /// are a subset of the offered ones and include VERSION_1 (§2.2.2, §6.1);
-    /// the driver must read it back (§3.1.1 step 6). Writing 0 resets.
+    /// are a subset of the offered ones and include VERSION_1 (§2.2.2, §6.1),
+    /// and never with `SimConfig::refuse_features_ok`; the driver must read it
+    /// back (§3.1.1 step 6). Writing 0 resets.
     fn set_status(&mut self, status: DeviceStatus) {
         if status.is_empty() {
             self.reset_device();
@@ -125,7 +126,9 @@ impl Transport for SimTransport {
                     wanted & !offered
                 ));
                 new.remove(DeviceStatus::FEATURES_OK);
-            } else if wanted & Features::VERSION_1.bits() == 0 {
+            } else if wanted & Features::VERSION_1.bits() == 0
+                || self.shared.config.refuse_features_ok
+            {
                 new.remove(DeviceStatus::FEATURES_OK);
             } else {
                 self.shared.negotiated.store(wanted, Ordering::SeqCst);
@@ -143,8 +146,17 @@ impl Transport for SimTransport {
         self.reset_device();
     }
 
+    /// 0 for ever (the configuration never changes), or with
+    /// `SimConfig::unstable_config_generation` a new value on every read.
     fn config_generation(&mut self) -> u32 {
-        // The configuration never changes while the device exists.
+        if self.shared.config.unstable_config_generation {
+            // Relaxed: a counter; it orders nothing else.
+            return self
+                .shared
+                .generation
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1);
+        }
         0
     }
 
@@ -185,7 +197,14 @@ impl Transport for SimTransport {
             .get(usize::from(queue))
             .ok_or(TransportError::NoSuchQueue(queue))?;
         let status = self.shared.status();
-        if !status.contains(DeviceStatus::FEATURES_OK) || status.contains(DeviceStatus::DRIVER_OK) {
+        // §2.6.1.2: a queue reset with `reset_queue` may be set up again while the device runs.
+        let requeue = status.contains(DeviceStatus::DRIVER_OK)
+            && slot.was_reset.load(Ordering::SeqCst)
+            && status.contains(DeviceStatus::FEATURES_OK);
+        if !requeue
+            && (!status.contains(DeviceStatus::FEATURES_OK)
+                || status.contains(DeviceStatus::DRIVER_OK))
+        {
             self.shared.report(format!(
                 "queue {queue} set up in status {:#x}; queues are set up after FEATURES_OK and before DRIVER_OK (§3.1.1)",
                 status.bits()
@@ -221,7 +240,10 @@ impl Transport for SimTransport {
             indirect: features.contains(Features::INDIRECT_DESC),
         };
         match QueueState::new(setup, features, self.shared.config.order) {
-            Ok(q) => *state = Some(q),
+            Ok(q) => {
+                *state = Some(q);
+                slot.was_reset.store(false, Ordering::SeqCst);
+            }
             Err(e) => {
                 self.shared.report(format!("queue {queue}: {e}"));
                 self.shared.set_needs_reset();
@@ -235,5 +257,35 @@ impl Transport for SimTransport {
             shared: self.shared.clone(),
             queue,
         }
+    }
+
+    /// Per-queue reset (VIRTIO_F_RING_RESET, §2.6.1): forgets the queue's
+    /// device state (pending requests are dropped, never completed, and the
+    /// device touches none of the queue's memory again), its stall and its
+    /// pending hostile acts, and lets `setup_queue` enable it again, also
+    /// after DRIVER_OK. Returns after any step in progress on the queue has
+    /// finished. Without negotiated RING_RESET it is a driver violation and
+    /// fails with `Unsupported`. Resetting a queue that is not enabled is
+    /// allowed too (it may then be set up after DRIVER_OK as well).
+    fn reset_queue(&mut self, queue: u16) -> Result<(), TransportError> {
+        let _control = lock(&self.shared.control);
+        let slot = self
+            .shared
+            .queues
+            .get(usize::from(queue))
+            .ok_or(TransportError::NoSuchQueue(queue))?;
+        let negotiated = Features::from_bits_retain(self.shared.negotiated.load(Ordering::SeqCst));
+        if !negotiated.contains(Features::RING_RESET) {
+            self.shared.report(format!(
+                "queue {queue} reset without negotiated VIRTIO_F_RING_RESET (§2.6.1)"
+            ));
+            return Err(TransportError::Unsupported);
+        }
+        // Taking the state lock waits for a step in progress; no later step
+        // finds the queue's memory.
+        *lock(&slot.state) = None;
+        slot.stalled.store(false, Ordering::SeqCst);
+        slot.was_reset.store(true, Ordering::SeqCst);
+        Ok(())
     }
 }

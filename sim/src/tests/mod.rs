@@ -1,6 +1,8 @@
 //! A tiny mock DRIVER written straight against the spec structures, to drive
 //! the device side the way a driver would, step by step.
 
+mod hostile;
+mod hostile_control;
 mod misc;
 mod packed;
 mod split;

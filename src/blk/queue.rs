@@ -267,8 +267,12 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         self.inner.mode
     }
 
-    /// Requests submitted and not yet completed.
+    /// Requests submitted and not yet completed. A broken queue has completed
+    /// them all (with [`Error::DeviceBroken`]), so it reports 0.
     pub fn in_flight(&self) -> u16 {
+        if self.inner.fault.is_some() {
+            return 0;
+        }
         self.inner.memory.ring.in_flight()
     }
 

@@ -24,6 +24,23 @@ use crate::split_ring::SplitRing;
 use crate::transport::Transport;
 use teardown::Teardown;
 
+/// Why [`BlkDevice::recover_queue`] did not give a fresh queue back.
+pub struct NotRecovered<H: Hal, N: crate::transport::QueueNotifier> {
+    /// Why.
+    pub error: Error,
+    /// The queue, when it was not reset (hand it to [`BlkDevice::recover`]).
+    pub queue: Option<BlkQueue<H, N>>,
+}
+
+impl<H: Hal, N: crate::transport::QueueNotifier> core::fmt::Debug for NotRecovered<H, N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NotRecovered")
+            .field("error", &self.error)
+            .field("queue", &self.queue.as_ref().map(BlkQueue::index))
+            .finish()
+    }
+}
+
 /// Queue size used when the config does not name one (the device's maximum
 /// may be far larger than any useful queue depth).
 const DEFAULT_QUEUE_SIZE: u16 = 256;
@@ -257,24 +274,39 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
     /// flight and buffers kept back come back through `on_recovered`, as with
     /// [`BlkDevice::recover`].
     ///
-    /// Fails with [`Error::NotSupported`] without RING_RESET (use `recover`),
-    /// and with [`Error::DeviceBroken`] once the whole device has failed. On a
-    /// transport error the queue is dropped (its memory waits for a full reset).
+    /// Refused with [`Error::NotSupported`] without RING_RESET and with
+    /// [`Error::DeviceBroken`] once the whole device has failed; the queue
+    /// then comes back in the error, untouched, for [`BlkDevice::recover`]. It
+    /// also comes back if the transport could not reset it (the device may
+    /// still use it: only a full recovery frees it). If the queue was reset
+    /// but a new one could not be set up, its requests have come back through
+    /// `on_recovered` and the error carries no queue.
+    // The error carries the queue back, as large as the queue the Ok side carries.
+    #[allow(clippy::result_large_err)]
     pub fn recover_queue(
         &mut self,
         queue: BlkQueue<H, T::Notifier>,
         mut on_recovered: impl FnMut(Recovered<H>),
-    ) -> Result<BlkQueue<H, T::Notifier>, Error> {
+    ) -> Result<BlkQueue<H, T::Notifier>, NotRecovered<H, T::Notifier>> {
+        let refuse = |error, queue| {
+            Err(NotRecovered {
+                error,
+                queue: Some(queue),
+            })
+        };
         if !self.info.features.contains(Features::RING_RESET) {
-            return Err(Error::NotSupported("per-queue reset (RING_RESET)"));
+            return refuse(Error::NotSupported("per-queue reset (RING_RESET)"), queue);
         }
         if !queue.belongs_to(&self.teardown) || self.teardown.failure().is_some() {
-            return Err(Error::DeviceBroken);
+            return refuse(Error::DeviceBroken, queue);
         }
         let index = queue.index();
-        self.transport.reset_queue(index)?;
+        if let Err(error) = self.transport.reset_queue(index) {
+            return refuse(error.into(), queue);
+        }
         // The device has let go of this queue's memory (§2.6.1).
         queue.reclaim(&mut on_recovered);
+        let not_set_up = |error| NotRecovered { error, queue: None };
         Self::setup_queue(
             &self.hal,
             &mut self.transport,
@@ -282,8 +314,9 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
             &self.config,
             index,
             &self.teardown,
-        )?
-        .ok_or(Error::NoQueues)
+        )
+        .map_err(not_set_up)?
+        .ok_or(not_set_up(Error::NoQueues))
     }
 
     /// The transport, for control-plane work the driver does not wrap.

@@ -31,8 +31,8 @@ pub mod sync;
 pub mod transport;
 
 pub use blk::{
-    BlkDevice, BlkQueue, Completion, Config, DeviceInfo, Mode, Op, Overdue, QueueStats,
-    RangeLimits, RawSegment, Recovered, Rejected, MAX_DATA_SEGMENTS,
+    BlkDevice, BlkQueue, Completion, Config, DeviceInfo, Mode, NotRecovered, Op, Overdue,
+    QueueStats, RangeLimits, RawSegment, Recovered, Rejected, MAX_DATA_SEGMENTS,
 };
 pub use error::Error;
 pub use hal::{DmaBuffer, Hal, PhysAddr, PAGE_SIZE};

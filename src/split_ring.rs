@@ -338,8 +338,10 @@ impl<H: Hal> SplitRing<H> {
         // Acquire pairs with the device's Release of used.idx (rule 3): the
         // elements it covers were written before this load.
         let published = u16::from_le(self.used_header.get(1).load(Ordering::Acquire));
-        let outstanding = self.in_flight - self.avail_idx.wrapping_sub(self.published_idx);
-        let visible = published.wrapping_sub(self.last_used).min(outstanding);
+        // Not clamped to what is in flight: elements beyond it are exactly
+        // the ones no request of the new batch may take (poll also reports
+        // the jump).
+        let visible = published.wrapping_sub(self.last_used);
         (visible > 0).then(|| self.consumed + u64::from(visible))
     }
 

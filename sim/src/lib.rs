@@ -26,6 +26,7 @@ mod config;
 mod device;
 mod disk;
 mod hal;
+pub mod harness;
 mod hostile;
 mod mem;
 mod packed;

@@ -36,7 +36,7 @@ impl<H: Hal, N: crate::transport::QueueNotifier> core::fmt::Debug for NotRecover
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("NotRecovered")
             .field("error", &self.error)
-            .field("queue", &self.queue.as_ref().map(BlkQueue::index))
+            .field("queue", &self.queue)
             .finish()
     }
 }

@@ -233,3 +233,88 @@ fn split_overdue_requests_are_reported_once() {
 fn packed_overdue_requests_are_reported_once() {
     overdue_requests_are_reported_once(RingKind::Packed);
 }
+
+/// With RING_RESET one broken queue is reset alone: its requests come back,
+/// the fresh queue works, and the other queue never notices.
+fn one_queue_recovers_while_the_other_runs(ring: RingKind) {
+    use virtio_blk_sim::Hostile;
+    let sim = SimDevice::new(SimConfig {
+        num_queues: 2,
+        disk: DiskKind::Ram,
+        ..sim_config(ring)
+    });
+    let config = Config {
+        queues: 2,
+        ..Config::default()
+    };
+    let mut device = BlkDevice::new(SimHal, sim.transport(), config).unwrap();
+    assert!(device
+        .info()
+        .features
+        .contains(virtio_blk_mq::Features::RING_RESET));
+    let mut queues = device.take_queues().into_queues();
+    let mut other = queues.pop().unwrap();
+    let mut broken = queues.pop().unwrap();
+    other.read(0, buffer(512), 100).unwrap();
+    other.commit();
+    broken.read(0, buffer(512), 1).unwrap();
+    broken.read(8, buffer(512), 2).unwrap();
+    broken.commit();
+    sim.inject_hostile(0, Hostile::UsedIdOutOfRange).unwrap();
+    sim.step(0);
+    let mut failed = Vec::new();
+    broken.poll(usize::MAX, |c| failed.push((c.tag, c.result)));
+    failed.sort_by_key(|(tag, _)| *tag);
+    assert_eq!(
+        failed,
+        [(1, Err(Error::DeviceBroken)), (2, Err(Error::DeviceBroken))]
+    );
+    assert_eq!(
+        broken.fault(),
+        Some(DeviceFault::IdOutOfRange(u32::from(broken.size())))
+    );
+
+    let mut returned = Vec::new();
+    let mut fresh = device
+        .recover_queue(broken, |r| match r {
+            Recovered::Buffer { tag, buffer } => returned.push((tag, buffer.len())),
+            Recovered::Completed(c) => panic!("request {} completed twice", c.tag),
+        })
+        .expect("queue 0 recovers alone");
+    returned.sort_unstable();
+    assert_eq!(returned, [(1, 512), (2, 512)]);
+    assert_eq!(fresh.index(), 0);
+    round_trip(&sim, &mut fresh, 16, 4);
+    // The other queue's request was never disturbed.
+    assert_eq!(other.fault(), None);
+    let done = complete_all(&sim, &mut other);
+    assert_eq!((done[0].tag, done[0].result), (100, Ok(())));
+    assert_eq!(sim.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn split_one_queue_recovers_while_the_other_runs() {
+    one_queue_recovers_while_the_other_runs(RingKind::Split);
+}
+
+#[test]
+fn packed_one_queue_recovers_while_the_other_runs() {
+    one_queue_recovers_while_the_other_runs(RingKind::Packed);
+}
+
+/// Without RING_RESET the queue comes back untouched in the refusal.
+#[test]
+fn split_recover_queue_without_ring_reset_hands_the_queue_back() {
+    let sim = SimDevice::new(sim_config(RingKind::Split));
+    let config = Config::default().without(virtio_blk_mq::Features::RING_RESET);
+    let (mut device, mut queue) = start(&sim, config);
+    queue.read(0, buffer(512), 5).unwrap();
+    queue.commit();
+    let refused = device
+        .recover_queue(queue, |r| panic!("nothing may come back: {r:?}"))
+        .expect_err("refused without RING_RESET");
+    assert!(matches!(refused.error, Error::NotSupported(_)));
+    let mut queue = refused.queue.expect("the queue comes back");
+    let done = complete_all(&sim, &mut queue);
+    assert_eq!((done[0].tag, done[0].result), (5, Ok(())));
+}

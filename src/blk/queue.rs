@@ -452,6 +452,18 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     }
 }
 
+impl<H: Hal, N: QueueNotifier> fmt::Debug for BlkQueue<H, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlkQueue")
+            .field("index", &self.index())
+            .field("ring", &self.ring_kind())
+            .field("size", &self.size())
+            .field("in_flight", &self.in_flight())
+            .field("fault", &self.fault())
+            .finish()
+    }
+}
+
 impl<H: Hal, N: QueueNotifier> Drop for BlkQueue<H, N> {
     fn drop(&mut self) {
         if self.inner.reclaimed {

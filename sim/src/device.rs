@@ -1,7 +1,7 @@
 //! [`SimDevice`]: the shared state behind the transport, the inline stepping
 //! API and the device threads.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use virtio_blk_mq::spec::blk_config;
@@ -31,6 +31,15 @@ pub struct QueueStats {
     pub completed: u64,
 }
 
+/// A sleeping device thread's wake-up state, guarded by its mutex.
+#[derive(Default)]
+pub(crate) struct Wake {
+    /// A kick arrived since the thread last looked.
+    pub(crate) woken: bool,
+    /// The thread waits on the condvar: a kick must notify it.
+    pub(crate) sleeping: bool,
+}
+
 /// A used-buffer notification handler.
 pub(crate) type Callback = Arc<dyn Fn() + Send + Sync>;
 
@@ -43,7 +52,7 @@ pub(crate) struct QueueSlot {
     pub(crate) completed: AtomicU64,
     pub(crate) callback: Mutex<Option<Callback>>,
     /// Set by a kick, cleared by the sleeping device thread that sees it.
-    pub(crate) wake: Mutex<bool>,
+    pub(crate) wake: Mutex<Wake>,
     pub(crate) wake_cv: Condvar,
     /// Takes requests but completes none ([`SimDevice::stall`]); cleared by resets.
     pub(crate) stalled: AtomicBool,
@@ -60,7 +69,7 @@ impl QueueSlot {
             used_notifications: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             callback: Mutex::new(None),
-            wake: Mutex::new(false),
+            wake: Mutex::new(Wake::default()),
             wake_cv: Condvar::new(),
             stalled: AtomicBool::new(false),
             was_reset: AtomicBool::new(false),
@@ -88,6 +97,8 @@ pub(crate) struct Shared {
     pub(crate) negotiated: AtomicU64,
     pub(crate) control: Mutex<Control>,
     pub(crate) queues: Vec<QueueSlot>,
+    /// Device threads running (inline stepping has none).
+    pub(crate) device_threads: AtomicUsize,
     violations: Mutex<Vec<String>>,
     /// Configuration generation handed out by an unstable device.
     pub(crate) generation: AtomicU32,
@@ -196,11 +207,22 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    /// Wakes a device thread sleeping on `queue`.
+    /// Wakes a device thread sleeping on `queue`. A kick costs a doorbell
+    /// write on real hardware, not a system call: with no device thread, or
+    /// none asleep, it stays cheap (a thread that has not slept yet steps
+    /// the ring before it sleeps, so it cannot miss what the kick announced).
     pub(crate) fn wake(&self, queue: u16) {
+        if self.device_threads.load(Ordering::Acquire) == 0 {
+            return;
+        }
         if let Some(slot) = self.queues.get(usize::from(queue)) {
-            *lock(&slot.wake) = true;
-            slot.wake_cv.notify_all();
+            let mut wake = lock(&slot.wake);
+            wake.woken = true;
+            let sleeping = wake.sleeping;
+            drop(wake);
+            if sleeping {
+                slot.wake_cv.notify_all();
+            }
         }
     }
 }
@@ -240,6 +262,7 @@ impl SimDevice {
                 negotiated: AtomicU64::new(0),
                 control: Mutex::new(Control::default()),
                 queues,
+                device_threads: AtomicUsize::new(0),
                 violations: Mutex::new(Vec::new()),
                 generation: AtomicU32::new(0),
                 hostile_log: Mutex::new(Vec::new()),

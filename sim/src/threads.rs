@@ -29,7 +29,12 @@ pub struct SimThreads {
 impl SimThreads {
     pub(crate) fn start(shared: Arc<Shared>, mode: ThreadMode) -> SimThreads {
         let stop = Arc::new(AtomicBool::new(false));
-        let handles = (0..shared.queues.len() as u16)
+        // Counted before any thread runs, so no kick is skipped as "inline".
+        let enabled = (0..shared.queues.len())
+            .filter(|&q| lock(&shared.queues[q].state).is_some())
+            .count();
+        shared.device_threads.fetch_add(enabled, Ordering::AcqRel);
+        let handles: Vec<JoinHandle<()>> = (0..shared.queues.len() as u16)
             .filter(|&q| lock(&shared.queues[usize::from(q)].state).is_some())
             .filter_map(|q| {
                 let (shared, stop) = (shared.clone(), stop.clone());
@@ -43,6 +48,9 @@ impl SimThreads {
                     .ok()
             })
             .collect();
+        shared
+            .device_threads
+            .fetch_sub(enabled - handles.len(), Ordering::AcqRel);
         SimThreads {
             shared,
             stop,
@@ -72,11 +80,15 @@ impl Drop for SimThreads {
         for q in 0..self.shared.queues.len() {
             self.shared.wake(q as u16);
         }
+        let joined = self.handles.len();
         for h in self.handles.drain(..) {
             if h.join().is_err() {
                 log::error!("virtio-blk-sim: a device thread panicked");
             }
         }
+        self.shared
+            .device_threads
+            .fetch_sub(joined, Ordering::AcqRel);
     }
 }
 
@@ -112,13 +124,15 @@ fn sleep_loop(shared: &Shared, stop: &AtomicBool, queue: u16) {
         if shared.recheck_available(queue) {
             continue;
         }
-        let mut woken = lock(&slot.wake);
-        while !*woken && !stop.load(Ordering::SeqCst) {
-            woken = slot
+        let mut wake = lock(&slot.wake);
+        while !wake.woken && !stop.load(Ordering::SeqCst) {
+            wake.sleeping = true;
+            wake = slot
                 .wake_cv
-                .wait(woken)
+                .wait(wake)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        *woken = false;
+        wake.sleeping = false;
+        wake.woken = false;
     }
 }

@@ -475,3 +475,78 @@ fn a_missing_socket_is_a_connect_error() {
     // The transport trait is what BlkDevice drives; keep it in scope for readers.
     fn _is_transport<T: Transport>() {}
 }
+
+#[test]
+fn a_backend_that_never_answers_fails_the_connect_in_bounded_time() {
+    let path = std::env::temp_dir().join(format!("vblk-silent-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let silent = std::thread::spawn(move || {
+        // Accept, then say nothing until the test is done.
+        let (connection, _) = listener.accept().unwrap();
+        let _ = wait.recv();
+        drop(connection);
+    });
+    let hal = virtio_blk_mq::transport::vhost_user::VhostUserHal::new(1 << 20).unwrap();
+    let started = Instant::now();
+    let error = virtio_blk_mq::transport::vhost_user::VhostUserTransport::connect_with_timeout(
+        &path,
+        &hal,
+        Duration::from_millis(200),
+    )
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "connect hung");
+    assert!(error.to_string().contains("did not answer"), "{error}");
+    release.send(()).unwrap();
+    silent.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_stopped_daemon_shows_as_overdue_requests_and_a_bounded_reset() {
+    let daemon = null_daemon(64 << 20, 1);
+    let (hal, mut device) =
+        connect_with_timeout(&daemon, Config::default(), Duration::from_millis(300));
+    let mut queue = device.take_queues().into_queues().remove(0);
+    assert_eq!(one(&mut queue, |q| q.flush(0)).result, Ok(()));
+
+    signal(&daemon, "STOP");
+    for tag in 0..4 {
+        queue.read(tag * 8, buffer(&hal, 4096), tag).unwrap();
+    }
+    queue.commit();
+    // One tick per 10 ms; the requests are overdue after 5 ticks.
+    let mut overdue = Vec::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(10));
+        queue.check_timeouts(5, |o| overdue.push(o.tag));
+        if overdue.len() == 4 {
+            break;
+        }
+    }
+    overdue.sort_unstable();
+    assert_eq!(
+        overdue,
+        [0, 1, 2, 3],
+        "every stuck request is reported once"
+    );
+    assert_eq!(
+        queue.poll(usize::MAX, |_| panic!("a stopped daemon completed")),
+        0
+    );
+
+    // A reset needs the backend to answer: the watchdog bounds the wait.
+    let started = Instant::now();
+    let mut recovered = Vec::new();
+    assert!(device.recover([queue], |r| recovered.push(r)).is_err());
+    assert!(started.elapsed() < Duration::from_secs(3), "the reset hung");
+    assert_eq!(recovered.len(), 4, "the stuck requests came back");
+    assert!(device.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
+    assert!(device
+        .transport_mut()
+        .failure()
+        .unwrap()
+        .contains("did not answer"));
+    signal(&daemon, "CONT");
+}

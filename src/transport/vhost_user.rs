@@ -28,6 +28,7 @@
 
 mod daemon;
 mod memory;
+mod watchdog;
 
 use std::fmt;
 use std::io;
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::vec::Vec;
 
-use vhost::vhost_user::message::VhostUserConfigFlags;
+use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
 use vhost::vhost_user::{
     Frontend, VhostUserFrontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
@@ -53,10 +54,15 @@ pub use memory::VhostUserHal;
 use super::{QueueAddresses, QueueNotifier, Transport, TransportError};
 use crate::mq::IrqWait;
 use crate::spec::{blk_config, DeviceStatus, Features, DEVICE_TYPE_BLOCK};
+use watchdog::Watchdog;
 
 /// Most queue entries a vhost-user backend takes (libvhost-user's limit;
 /// vhost-user has no message to ask for it).
 pub const MAX_QUEUE_SIZE: u16 = 1024;
+
+/// The longest one control request may take before the backend counts as
+/// gone (see [`VhostUserTransport::connect_with_timeout`]).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Config bytes read when SECURE_ERASE is not offered: up to and including
 /// `write_zeroes_may_unmap` and its padding. Every backend's config struct is
@@ -84,8 +90,8 @@ pub enum VhostUserError {
     NoProtocolFeatures,
     /// The backend does not offer the CONFIG protocol feature (GET_CONFIG).
     NoConfig,
-    /// A vhost-user request failed; the step is named.
-    Request(&'static str, vhost::Error),
+    /// A vhost-user request failed (or timed out); the step is named.
+    Request(&'static str, String),
 }
 
 impl fmt::Display for VhostUserError {
@@ -101,7 +107,7 @@ impl fmt::Display for VhostUserError {
                 f,
                 "the backend does not offer the CONFIG protocol feature (GET_CONFIG)"
             ),
-            VhostUserError::Request(step, e) => write!(f, "vhost-user {step} failed: {e}"),
+            VhostUserError::Request(step, e) => write!(f, "vhost-user {step}: {e}"),
         }
     }
 }
@@ -127,6 +133,9 @@ struct QueueEvents {
 
 /// A [`Transport`] to a vhost-user-blk backend.
 pub struct VhostUserTransport {
+    // Declared (so dropped) before the frontend: the watchdog thread must be
+    // gone before the socket it may shut down is closed.
+    watchdog: Watchdog,
     frontend: Frontend,
     socket: RawFd,
     hal: VhostUserHal,
@@ -166,70 +175,105 @@ impl VhostUserTransport {
     /// features (CONFIG, MQ, REPLY_ACK, RESET_DEVICE where offered), asks for
     /// the queue count and registers `hal`'s memory with the backend.
     ///
-    /// Every DMA address the driver will use must come from `hal`.
+    /// Every DMA address the driver will use must come from `hal`. Each
+    /// control request may take at most [`REQUEST_TIMEOUT`].
     pub fn connect(path: impl AsRef<Path>, hal: &VhostUserHal) -> Result<Self, VhostUserError> {
-        let stream = UnixStream::connect(path).map_err(VhostUserError::Connect)?;
-        Self::from_stream(stream, hal)
+        Self::connect_with_timeout(path, hal, REQUEST_TIMEOUT)
     }
 
-    /// As [`VhostUserTransport::connect`], over a connected stream.
-    pub fn from_stream(stream: UnixStream, hal: &VhostUserHal) -> Result<Self, VhostUserError> {
+    /// As [`VhostUserTransport::connect`], with a bound on each control
+    /// request other than the default [`REQUEST_TIMEOUT`].
+    pub fn connect_with_timeout(
+        path: impl AsRef<Path>,
+        hal: &VhostUserHal,
+        timeout: Duration,
+    ) -> Result<Self, VhostUserError> {
+        let stream = UnixStream::connect(path).map_err(VhostUserError::Connect)?;
+        Self::from_stream(stream, hal, timeout)
+    }
+
+    /// As [`VhostUserTransport::connect`], over a connected stream; every
+    /// control request may take at most `timeout` before the backend counts
+    /// as gone.
+    pub fn from_stream(
+        stream: UnixStream,
+        hal: &VhostUserHal,
+        timeout: Duration,
+    ) -> Result<Self, VhostUserError> {
         let socket = stream.as_raw_fd();
-        let mut frontend = Frontend::from_stream(stream, 1);
-        let step = |name| move |e| VhostUserError::Request(name, e);
-        frontend.set_owner().map_err(step("SET_OWNER"))?;
-        let all = frontend.get_features().map_err(step("GET_FEATURES"))?;
-        if all & PROTOCOL_FEATURES_BIT == 0 {
-            return Err(VhostUserError::NoProtocolFeatures);
-        }
-        let offered_protocol = frontend
-            .get_protocol_features()
-            .map_err(step("GET_PROTOCOL_FEATURES"))?;
-        if !offered_protocol.contains(VhostUserProtocolFeatures::CONFIG) {
-            return Err(VhostUserError::NoConfig);
-        }
-        let protocol = offered_protocol & wanted_protocol_features();
-        frontend
-            .set_protocol_features(protocol)
-            .map_err(step("SET_PROTOCOL_FEATURES"))?;
-        if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
-            // Every request is acknowledged, so a refusal shows at its step.
-            frontend.set_hdr_flags(vhost::vhost_user::message::VhostUserHeaderFlag::NEED_REPLY);
-        }
-        let num_queues = if protocol.contains(VhostUserProtocolFeatures::MQ) {
-            let n = frontend.get_queue_num().map_err(step("GET_QUEUE_NUM"))?;
-            u16::try_from(n).unwrap_or(u16::MAX).max(1)
-        } else {
-            1
-        };
-        let region = VhostUserMemoryRegionInfo {
-            guest_phys_addr: hal.base(),
-            memory_size: hal.size() as u64,
-            userspace_addr: hal.base(),
-            mmap_offset: 0,
-            mmap_handle: hal.fd(),
-        };
-        frontend
-            .set_mem_table(&[region])
-            .map_err(step("SET_MEM_TABLE"))?;
-        Ok(VhostUserTransport {
+        let frontend = Frontend::from_stream(stream, 1);
+        let watchdog = Watchdog::start(socket, timeout).map_err(VhostUserError::Connect)?;
+        let mut transport = VhostUserTransport {
+            watchdog,
             frontend,
             socket,
             hal: hal.clone(),
-            offered: all & !PROTOCOL_FEATURES_BIT,
+            offered: 0,
             protocol_bit: true,
-            protocol,
+            protocol: VhostUserProtocolFeatures::empty(),
             driver_features: 0,
             features_accepted: false,
             status: DeviceStatus::empty(),
-            num_queues,
-            queues: (0..num_queues).map(|_| None).collect(),
+            num_queues: 0,
+            queues: Vec::new(),
             config: [0; blk_config::SIZE],
             config_generation: 0,
             config_fetched: false,
             dead: None,
             stats: ControlStats::default(),
+        };
+        transport.handshake()?;
+        Ok(transport)
+    }
+
+    /// SET_OWNER, feature and protocol-feature negotiation, GET_QUEUE_NUM,
+    /// SET_MEM_TABLE.
+    fn handshake(&mut self) -> Result<(), VhostUserError> {
+        let step = |name: &'static str| move |e: String| VhostUserError::Request(name, e);
+        self.call("SET_OWNER", |f| f.set_owner())
+            .map_err(step("SET_OWNER"))?;
+        let all = self
+            .call("GET_FEATURES", |f| f.get_features())
+            .map_err(step("GET_FEATURES"))?;
+        if all & PROTOCOL_FEATURES_BIT == 0 {
+            return Err(VhostUserError::NoProtocolFeatures);
+        }
+        self.offered = all & !PROTOCOL_FEATURES_BIT;
+        let offered_protocol = self
+            .call("GET_PROTOCOL_FEATURES", |f| f.get_protocol_features())
+            .map_err(step("GET_PROTOCOL_FEATURES"))?;
+        if !offered_protocol.contains(VhostUserProtocolFeatures::CONFIG) {
+            return Err(VhostUserError::NoConfig);
+        }
+        let protocol = offered_protocol & wanted_protocol_features();
+        self.call("SET_PROTOCOL_FEATURES", |f| {
+            f.set_protocol_features(protocol)
         })
+        .map_err(step("SET_PROTOCOL_FEATURES"))?;
+        self.protocol = protocol;
+        if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+            // Every request is acknowledged, so a refusal shows at its step.
+            self.frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        }
+        self.num_queues = if protocol.contains(VhostUserProtocolFeatures::MQ) {
+            let n = self
+                .call("GET_QUEUE_NUM", |f| f.get_queue_num())
+                .map_err(step("GET_QUEUE_NUM"))?;
+            u16::try_from(n).unwrap_or(u16::MAX).max(1)
+        } else {
+            1
+        };
+        self.queues = (0..self.num_queues).map(|_| None).collect();
+        let region = VhostUserMemoryRegionInfo {
+            guest_phys_addr: self.hal.base(),
+            memory_size: self.hal.size() as u64,
+            userspace_addr: self.hal.base(),
+            mmap_offset: 0,
+            mmap_handle: self.hal.fd(),
+        };
+        self.call("SET_MEM_TABLE", |f| f.set_mem_table(&[region]))
+            .map_err(step("SET_MEM_TABLE"))?;
+        Ok(())
     }
 
     /// Queues the backend offers (GET_QUEUE_NUM; 1 without MQ).
@@ -288,11 +332,13 @@ impl VhostUserTransport {
         self.dead.is_some()
     }
 
-    fn mark_dead(&mut self, why: String) {
+    /// Records that the backend is gone (the first reason sticks) and returns the reason.
+    fn mark_dead(&mut self, why: String) -> String {
         if self.dead.is_none() {
             log::error!("vhost-user: {why}; the device needs a reset");
             self.dead = Some(why);
         }
+        self.dead.clone().unwrap_or_default()
     }
 
     /// Runs a control request; a failure marks the backend gone (the socket
@@ -302,13 +348,30 @@ impl VhostUserTransport {
         what: &str,
         f: impl FnOnce(&mut Frontend) -> vhost::Result<R>,
     ) -> Result<R, TransportError> {
-        if self.dead.is_some() {
-            return Err(TransportError::DeviceGone);
+        self.call(what, f).map_err(|_| TransportError::DeviceGone)
+    }
+
+    /// Runs one control request under the watchdog; on failure records why
+    /// the backend counts as gone and returns that.
+    fn call<R>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Frontend) -> vhost::Result<R>,
+    ) -> Result<R, String> {
+        if let Some(why) = &self.dead {
+            return Err(why.clone());
         }
-        f(&mut self.frontend).map_err(|e| {
-            self.mark_dead(std::format!("{what} failed: {e}"));
-            TransportError::DeviceGone
-        })
+        let frontend = &mut self.frontend;
+        let (result, timed_out) = self.watchdog.guard(|| f(frontend));
+        match result {
+            Ok(value) if !timed_out => Ok(value),
+            Ok(_) => Err(self.mark_dead(std::format!("{what}: the backend answered too late"))),
+            Err(_) if timed_out => Err(self.mark_dead(std::format!(
+                "{what}: the backend did not answer within {:?}",
+                self.watchdog.timeout()
+            ))),
+            Err(e) => Err(self.mark_dead(std::format!("{what} failed: {e}"))),
+        }
     }
 
     fn fetch_config(&mut self) {

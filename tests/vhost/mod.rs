@@ -74,8 +74,17 @@ impl Drop for TempImage {
 
 /// Connects to the daemon and sets the device up.
 pub fn connect(daemon: &StorageDaemon, config: Config) -> (VhostUserHal, Device) {
+    connect_with_timeout(daemon, config, Duration::from_secs(5))
+}
+
+/// As [`connect`], with `timeout` on each control request.
+pub fn connect_with_timeout(
+    daemon: &StorageDaemon,
+    config: Config,
+    timeout: Duration,
+) -> (VhostUserHal, Device) {
     let hal = VhostUserHal::new(MEMORY_BYTES).expect("memfd DMA memory");
-    let transport = VhostUserTransport::connect(daemon.socket(), &hal)
+    let transport = VhostUserTransport::connect_with_timeout(daemon.socket(), &hal, timeout)
         .unwrap_or_else(|e| panic!("connect: {e}"));
     let device = BlkDevice::new(hal.clone(), transport, config).expect("device set up");
     (hal, device)
@@ -126,4 +135,14 @@ pub fn stamped(len: usize, first_sector: u64, generation: u32) -> Vec<u8> {
     let mut data = vec![0; len];
     stamp(&mut data, first_sector, generation);
     data
+}
+
+/// Sends `signal` (e.g. "STOP", "CONT") to the daemon by its pid.
+pub fn signal(daemon: &StorageDaemon, signal: &str) {
+    let pid = daemon.pid().expect("the daemon runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
 }

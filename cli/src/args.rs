@@ -92,6 +92,11 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub spin_budget: u32,
 
+    /// Switch off indirect descriptors (VIRTIO_F_INDIRECT_DESC): each request
+    /// takes three descriptors of the ring, which is sized 4 × `--iodepth`.
+    #[arg(long)]
+    pub no_indirect: bool,
+
     /// Stamp every written block with its sector and a generation, check every
     /// read (needs `--disk ram`).
     #[arg(long)]
@@ -302,9 +307,13 @@ impl Args {
         Ok(())
     }
 
-    /// Entries per ring: the next power of two ≥ 2 × iodepth, capped at 1024.
+    /// Entries per ring: the next power of two ≥ 2 × iodepth (4 × without
+    /// indirect descriptors, where a request takes three), capped at 1024.
     pub fn queue_size(&self) -> u16 {
-        (2 * self.iodepth).next_power_of_two().min(1024)
+        let per_request = if self.no_indirect { 4 } else { 2 };
+        (per_request * u32::from(self.iodepth))
+            .next_power_of_two()
+            .min(1024) as u16
     }
 
     /// Whether the device threads busy-poll.
@@ -487,6 +496,8 @@ mod tests {
         assert_eq!(args("32").queue_size(), 64);
         assert_eq!(args("33").queue_size(), 128);
         assert_eq!(args("512").queue_size(), 1024);
+        let direct = Args::parse_from(["vblk-bench", "--iodepth", "32", "--no-indirect"]);
+        assert_eq!(direct.queue_size(), 128);
     }
 
     #[test]

@@ -98,6 +98,11 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
         mode: driver_mode(args.mode),
         ..Config::default()
     };
+    let config = if args.no_indirect {
+        config.without(Features::INDIRECT_DESC)
+    } else {
+        config
+    };
     let mut device = BlkDevice::new(SimHal, sim.transport(), config).map_err(SetupError::Driver)?;
     if device.info().ring != ring {
         return Err(SetupError::Ring(device.info().ring));

@@ -15,7 +15,7 @@ use virtio_blk_mq::mq::{available_cpus, run_pinned};
 use virtio_blk_mq::transport::vhost_user::{
     DaemonBackend, DaemonConfig, StorageDaemon, VhostUserHal, VhostUserIrq, VhostUserTransport,
 };
-use virtio_blk_mq::{BlkDevice, Config, PAGE_SIZE};
+use virtio_blk_mq::{BlkDevice, Config, Features, PAGE_SIZE};
 
 use crate::args::Args;
 use crate::job::{self, JobSpec};
@@ -86,6 +86,11 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
         queue_size: Some(args.queue_size()),
         mode: driver_mode(args.mode),
         ..Config::default()
+    };
+    let config = if args.no_indirect {
+        config.without(Features::INDIRECT_DESC)
+    } else {
+        config
     };
     let mut device = BlkDevice::new(hal.clone(), transport, config).map_err(SetupError::Driver)?;
     let ring = device.info().ring;

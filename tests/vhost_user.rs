@@ -426,10 +426,11 @@ fn interrupt_and_hybrid_modes_sleep_on_the_call_eventfd() {
             queue.stats().interrupts > 0,
             "{mode:?}: never woken by a call"
         );
-        assert_eq!(
-            irq.timeouts(),
-            0,
-            "{mode:?}: a used-buffer notification was lost"
+        // A lost notification would cost a 100 ms timeout on most of the 200
+        // sleeps; allow a couple for a machine that descheduled the daemon.
+        assert!(
+            irq.timeouts() <= 2,
+            "{mode:?}: used-buffer notifications were lost"
         );
         drop(queue);
         drop(device);

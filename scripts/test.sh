@@ -10,9 +10,21 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# The vhost-user tests start qemu-storage-daemon (Debian's qemu-utils).
+if ! command -v qemu-storage-daemon >/dev/null; then
+    echo "== installing qemu-utils (qemu-storage-daemon)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update
+    $sudo apt-get install -y --no-install-recommends qemu-utils
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== cargo test (vhost-user, against qemu-storage-daemon)"
+cargo test --features vhost-user --lib --test vhost_user

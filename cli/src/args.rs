@@ -12,12 +12,35 @@ use clap::{CommandFactory, Parser, ValueEnum};
 pub const MAX_IODEPTH: u16 = 512;
 
 /// fio-style block I/O benchmark for the virtio-blk-mq driver.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "vblk-bench", version, about, long_about = None)]
 pub struct Args {
-    /// Device to drive: `sim` (in-process simulated device) or `vhost-user:PATH`.
+    /// Device to drive: `sim` (in-process simulated device), `vhost-user:PATH`
+    /// (an existing vhost-user-blk export), or `vhost-user` with `--spawn-daemon`.
     #[arg(long, default_value = "sim", value_parser = parse_target)]
     pub target: Target,
+
+    /// With `--target vhost-user`: start qemu-storage-daemon on a null-co
+    /// backend of `--size` bytes with `--queues` queues, and stop it at the end.
+    #[arg(long)]
+    pub spawn_daemon: bool,
+
+    /// Run the same job with a peer driver against the same vhost-user
+    /// export, alternating with ours, and print both side by side.
+    #[arg(long, value_enum)]
+    pub peer: Option<Peer>,
+
+    /// With `--peer`: queue depths to compare (comma-separated); default `--iodepth`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_IODEPTH)))]
+    pub compare_iodepths: Vec<u16>,
+
+    /// With `--peer`: queue counts to compare (comma-separated); default `--queues`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub compare_queues: Vec<u16>,
+
+    /// With `--peer`: runs of each driver at each point.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
 
     /// Virtqueue layout.
     #[arg(long, value_enum, default_value_t = Ring::Packed)]
@@ -69,6 +92,11 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub spin_budget: u32,
 
+    /// Switch off indirect descriptors (VIRTIO_F_INDIRECT_DESC): each request
+    /// takes three descriptors of the ring, which is sized 4 × `--iodepth`.
+    #[arg(long)]
+    pub no_indirect: bool,
+
     /// Stamp every written block with its sector and a generation, check every
     /// read (needs `--disk ram`).
     #[arg(long)]
@@ -95,6 +123,22 @@ pub enum Target {
     Sim,
     /// A vhost-user-blk backend listening on a Unix socket.
     VhostUser(PathBuf),
+    /// A vhost-user-blk export this run starts itself (`--spawn-daemon`).
+    VhostUserSpawn,
+}
+
+impl Target {
+    /// Whether the target is a vhost-user backend.
+    pub fn is_vhost_user(&self) -> bool {
+        matches!(self, Target::VhostUser(_) | Target::VhostUserSpawn)
+    }
+}
+
+/// A driver to compare ours with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Peer {
+    /// libblkio's `virtio-driver` crate: its own vhost-user frontend and virtqueues.
+    Libblkio,
 }
 
 impl fmt::Display for Target {
@@ -102,6 +146,7 @@ impl fmt::Display for Target {
         match self {
             Target::Sim => write!(f, "sim"),
             Target::VhostUser(path) => write!(f, "vhost-user:{}", path.display()),
+            Target::VhostUserSpawn => write!(f, "vhost-user"),
         }
     }
 }
@@ -201,6 +246,43 @@ impl Args {
 
     /// Checks that the flags make sense together.
     pub fn check(&self) -> Result<(), String> {
+        match (&self.target, self.spawn_daemon) {
+            (Target::VhostUserSpawn, false) => {
+                return Err("--target vhost-user needs a socket (vhost-user:PATH) or \
+                            --spawn-daemon"
+                    .into())
+            }
+            (Target::VhostUser(_), true) => {
+                return Err("--spawn-daemon starts its own export: use --target vhost-user".into())
+            }
+            (Target::Sim, true) => return Err("--spawn-daemon needs --target vhost-user".into()),
+            _ => {}
+        }
+        if self.target.is_vhost_user() {
+            if self.disk != Disk::Null {
+                return Err("--disk is for --target sim (the daemon's export is null-co)".into());
+            }
+            if self.verify {
+                return Err(
+                    "--verify needs a disk that keeps data: --target sim --disk ram".into(),
+                );
+            }
+            if self.inject_ioerr.is_some() {
+                return Err("--inject-ioerr is for --target sim".into());
+            }
+        }
+        if self.peer.is_some() {
+            if !self.target.is_vhost_user() {
+                return Err("--peer compares drivers against a vhost-user export: \
+                            use --target vhost-user"
+                    .into());
+            }
+            if self.mode != Mode::Poll {
+                return Err("--peer compares busy-polling drivers: use --mode poll".into());
+            }
+        } else if !self.compare_iodepths.is_empty() || !self.compare_queues.is_empty() {
+            return Err("--compare-iodepths / --compare-queues need --peer".into());
+        }
         if self.verify && self.disk != Disk::Ram {
             return Err("--verify needs --disk ram (a null disk keeps no data)".into());
         }
@@ -225,9 +307,13 @@ impl Args {
         Ok(())
     }
 
-    /// Entries per ring: the next power of two ≥ 2 × iodepth, capped at 1024.
+    /// Entries per ring: the next power of two ≥ 2 × iodepth (4 × without
+    /// indirect descriptors, where a request takes three), capped at 1024.
     pub fn queue_size(&self) -> u16 {
-        (2 * self.iodepth).next_power_of_two().min(1024)
+        let per_request = if self.no_indirect { 4 } else { 2 };
+        (per_request * u32::from(self.iodepth))
+            .next_power_of_two()
+            .min(1024) as u16
     }
 
     /// Whether the device threads busy-poll.
@@ -244,10 +330,15 @@ fn parse_target(s: &str) -> Result<Target, String> {
     if s == "sim" {
         return Ok(Target::Sim);
     }
+    if s == "vhost-user" {
+        return Ok(Target::VhostUserSpawn);
+    }
     match s.strip_prefix("vhost-user:") {
         Some("") => Err("vhost-user needs a socket path: vhost-user:PATH".into()),
         Some(path) => Ok(Target::VhostUser(PathBuf::from(path))),
-        None => Err("expected `sim` or `vhost-user:PATH`".into()),
+        None => {
+            Err("expected `sim`, `vhost-user:PATH` or `vhost-user` (with --spawn-daemon)".into())
+        }
     }
 }
 
@@ -377,6 +468,7 @@ mod tests {
             Ok(Target::VhostUser("/tmp/vhost.sock".into()))
         );
         assert!(parse_target("vhost-user:").is_err());
+        assert_eq!(parse_target("vhost-user"), Ok(Target::VhostUserSpawn));
         assert!(parse_target("qemu").is_err());
     }
 
@@ -404,6 +496,48 @@ mod tests {
         assert_eq!(args("32").queue_size(), 64);
         assert_eq!(args("33").queue_size(), 128);
         assert_eq!(args("512").queue_size(), 1024);
+        let direct = Args::parse_from(["vblk-bench", "--iodepth", "32", "--no-indirect"]);
+        assert_eq!(direct.queue_size(), 128);
+    }
+
+    #[test]
+    fn spawn_daemon_goes_with_vhost_user_only() {
+        let check = |args: &[&str]| {
+            let mut all = vec!["vblk-bench"];
+            all.extend_from_slice(args);
+            Args::parse_from(all).check()
+        };
+        assert_eq!(check(&["--target", "vhost-user", "--spawn-daemon"]), Ok(()));
+        assert!(check(&["--target", "vhost-user"]).is_err());
+        assert!(check(&["--target", "vhost-user:/s", "--spawn-daemon"]).is_err());
+        assert!(check(&["--spawn-daemon"]).is_err());
+        assert!(check(&["--peer", "libblkio"]).is_err());
+        assert!(check(&["--target", "vhost-user:/s", "--disk", "ram"]).is_err());
+        assert!(check(&[
+            "--target",
+            "vhost-user:/s",
+            "--peer",
+            "libblkio",
+            "--mode",
+            "irq"
+        ])
+        .is_err());
+        assert!(check(&["--compare-iodepths", "1,8"]).is_err());
+        let args = Args::parse_from([
+            "vblk-bench",
+            "--target",
+            "vhost-user",
+            "--spawn-daemon",
+            "--peer",
+            "libblkio",
+            "--compare-iodepths",
+            "1,8,32",
+            "--compare-queues",
+            "1,2",
+        ]);
+        assert_eq!(args.check(), Ok(()));
+        assert_eq!(args.compare_iodepths, [1, 8, 32]);
+        assert_eq!(args.compare_queues, [1, 2]);
     }
 
     #[test]

@@ -5,15 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use virtio_blk_mq::mq::{wait_for_completions, IrqEvent};
-use virtio_blk_mq::{BlkQueue, Completion, DmaBuffer, Error, Mode};
-use virtio_blk_sim::{SimHal, SimNotifier};
+use virtio_blk_mq::mq::{wait_for_completions, IrqWait};
+use virtio_blk_mq::{BlkQueue, Completion, DmaBuffer, Error, Hal, Mode, QueueNotifier};
 
 use crate::verify::{self, Verifier};
 use crate::workload::{Dir, Picker};
-
-/// The queue type the bench drives.
-pub type Queue = BlkQueue<SimHal, SimNotifier>;
 
 /// How long the drain may wait for requests in flight before giving up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +77,7 @@ impl DirStats {
     }
 
     #[inline]
-    fn record(&mut self, bytes: u64, latency_ns: u64) {
+    pub(crate) fn record(&mut self, bytes: u64, latency_ns: u64) {
         self.ios += 1;
         self.bytes += bytes;
         self.min_ns = self.min_ns.min(latency_ns);
@@ -132,8 +128,8 @@ impl QueueResult {
 }
 
 /// A request slot: its buffer while idle, what it carries while in flight.
-struct Slot {
-    buffer: Option<DmaBuffer<SimHal>>,
+struct Slot<H: Hal> {
+    buffer: Option<DmaBuffer<H>>,
     dir: Dir,
     block: u64,
     generation: u32,
@@ -141,12 +137,12 @@ struct Slot {
 }
 
 /// The running state of one queue's job.
-struct Worker<'a> {
+struct Worker<'a, H: Hal> {
     spec: &'a JobSpec,
     queue_index: usize,
     first_sector: u64,
     sectors_per_block: u64,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<H>>,
     free: Vec<u16>,
     picker: Picker,
     verifier: Option<Verifier>,
@@ -155,20 +151,22 @@ struct Worker<'a> {
     stopping: bool,
 }
 
-/// Runs the job on `queue`, the `index`-th queue; `irq` is its notification
-/// event (unused in poll mode); `progress` receives the completed count.
-pub fn run(
+/// Runs the job on `queue`, the `index`-th queue, with buffers from `hal`;
+/// `irq` is its used-buffer notification (unused in poll mode); `progress`
+/// receives the completed count. Any transport: the sim, vhost-user, ...
+pub fn run<H: Hal, N: QueueNotifier, W: IrqWait>(
     index: usize,
-    queue: &mut Queue,
+    queue: &mut BlkQueue<H, N>,
+    hal: &H,
     spec: &JobSpec,
-    irq: &IrqEvent,
+    irq: &W,
     progress: Option<&AtomicU64>,
 ) -> QueueResult {
-    let mut worker = match Worker::new(index, spec) {
+    let mut worker = match Worker::new(index, hal, spec) {
         Ok(worker) => worker,
         Err(result) => return *result,
     };
-    let mut done: Vec<Completion<SimHal>> = Vec::with_capacity(usize::from(spec.iodepth));
+    let mut done: Vec<Completion<H>> = Vec::with_capacity(usize::from(spec.iodepth));
     let start = Instant::now();
     let deadline = start + spec.runtime;
     let mut now = start;
@@ -181,7 +179,8 @@ pub fn run(
         if !worker.stopping {
             worker.submit(queue, now);
         }
-        if queue.in_flight() == 0 {
+        // A failed queue has completed everything it ever will.
+        if queue.in_flight() == 0 || queue.fault().is_some() {
             if worker.stopping {
                 break;
             }
@@ -225,8 +224,8 @@ pub fn run(
     worker.result
 }
 
-impl<'a> Worker<'a> {
-    fn new(index: usize, spec: &'a JobSpec) -> Result<Worker<'a>, Box<QueueResult>> {
+impl<'a, H: Hal> Worker<'a, H> {
+    fn new(index: usize, hal: &H, spec: &'a JobSpec) -> Result<Worker<'a, H>, Box<QueueResult>> {
         let mut result = QueueResult {
             read: DirStats::new(),
             write: DirStats::new(),
@@ -237,7 +236,7 @@ impl<'a> Worker<'a> {
         };
         let mut slots = Vec::with_capacity(usize::from(spec.iodepth));
         for _ in 0..spec.iodepth {
-            let Some(buffer) = DmaBuffer::new(&SimHal, spec.block_size as usize) else {
+            let Some(buffer) = DmaBuffer::new(hal, spec.block_size as usize) else {
                 result.errors += 1;
                 result.problem(|| format!("queue {index}: out of DMA memory for buffers"));
                 return Err(Box::new(result));
@@ -279,7 +278,7 @@ impl<'a> Worker<'a> {
 
     /// Fills every free slot, then publishes the batch with one commit.
     #[inline]
-    fn submit(&mut self, queue: &mut Queue, now: Instant) {
+    fn submit<N: QueueNotifier>(&mut self, queue: &mut BlkQueue<H, N>, now: Instant) {
         let mut placed = false;
         while let Some(&slot_index) = self.free.last() {
             let Some((dir, block)) = self.picker.pick() else {
@@ -335,7 +334,7 @@ impl<'a> Worker<'a> {
 
     /// Accounts one completion and frees its slot.
     #[inline]
-    fn complete(&mut self, completion: Completion<SimHal>, now: Instant) {
+    fn complete(&mut self, completion: Completion<H>, now: Instant) {
         let slot_index = completion.tag as usize;
         let queue_index = self.queue_index;
         let Some(slot) = self.slots.get_mut(slot_index) else {

@@ -24,6 +24,8 @@ pub enum SetupError {
     Queues { wanted: u16, got: usize },
     /// The negotiated ring is not the one asked for.
     Ring(RingKind),
+    /// The vhost-user backend could not be started or reached.
+    Backend(String),
 }
 
 impl fmt::Display for SetupError {
@@ -34,6 +36,7 @@ impl fmt::Display for SetupError {
                 write!(f, "asked for {wanted} queues, the device set up {got}")
             }
             SetupError::Ring(ring) => write!(f, "the device negotiated a {ring:?} ring instead"),
+            SetupError::Backend(why) => write!(f, "{why}"),
         }
     }
 }
@@ -48,9 +51,13 @@ pub struct RunResult {
     pub irq_timeouts: u64,
     /// Driver protocol violations the device saw.
     pub violations: Vec<String>,
+    /// The ring layout the device negotiated.
+    pub ring: RingKind,
+    /// Why the device failed during the run, if it did.
+    pub failure: Option<String>,
 }
 
-fn driver_mode(mode: args::Mode) -> Mode {
+pub fn driver_mode(mode: args::Mode) -> Mode {
     match mode {
         args::Mode::Poll => Mode::Poll,
         args::Mode::Irq => Mode::Interrupt,
@@ -90,6 +97,11 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
         queue_size: Some(args.queue_size()),
         mode: driver_mode(args.mode),
         ..Config::default()
+    };
+    let config = if args.no_indirect {
+        config.without(Features::INDIRECT_DESC)
+    } else {
+        config
     };
     let mut device = BlkDevice::new(SimHal, sim.transport(), config).map_err(SetupError::Driver)?;
     if device.info().ring != ring {
@@ -136,7 +148,7 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
     let show = progress.is_some();
     let finished = run_pinned(queues, |i, queue| {
         let counter = show.then(|| &counters[i]);
-        job::run(i, queue, &spec, &irqs[i], counter)
+        job::run(i, queue, &SimHal, &spec, irqs[i].as_ref(), counter)
     });
     if let Some(progress) = progress {
         progress.finish();
@@ -159,5 +171,7 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
         used_notifications,
         irq_timeouts,
         violations,
+        ring,
+        failure: None,
     })
 }

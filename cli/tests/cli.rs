@@ -206,3 +206,120 @@ fn bad_flags_get_a_message_and_status_2() {
         );
     }
 }
+
+// --target vhost-user: these start qemu-storage-daemon (scripts/test.sh
+// installs it) and fail, never skip, without it.
+
+#[test]
+fn spawned_daemon_runs_randrw_on_two_queues_and_reports_a_split_ring() {
+    let (output, report) = json_run(&[
+        "--target",
+        "vhost-user",
+        "--spawn-daemon",
+        "--size",
+        "64m",
+        "--queues",
+        "2",
+        "--iodepth",
+        "8",
+        "--rw",
+        "randrw",
+    ]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert_direction_consistent(&report, "read", 4096);
+    assert_direction_consistent(&report, "write", 4096);
+    assert_eq!(u64_at(&report, "/vblk/errors"), 0);
+    // qemu-storage-daemon offers no packed ring: the report says what ran.
+    assert_eq!(
+        report.pointer("/vblk/ring").and_then(Value::as_str),
+        Some("split")
+    );
+}
+
+#[test]
+fn spawned_daemon_in_hybrid_mode_sleeps_on_the_call_eventfd() {
+    let (output, report) = json_run(&[
+        "--target",
+        "vhost-user",
+        "--spawn-daemon",
+        "--size",
+        "64m",
+        "--mode",
+        "hybrid",
+        "--iodepth",
+        "2",
+    ]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert_direction_consistent(&report, "read", 4096);
+}
+
+#[test]
+fn peer_comparison_prints_both_drivers_side_by_side() {
+    let output = vblk_bench(&[
+        "--target",
+        "vhost-user",
+        "--spawn-daemon",
+        "--size",
+        "64m",
+        "--peer",
+        "libblkio",
+        "--compare-iodepths",
+        "1,4",
+        "--runtime",
+        "0.2",
+        "--repeat",
+        "1",
+    ]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let table = String::from_utf8_lossy(&output.stdout);
+    for row in [
+        "| 1 | 1 | virtio-blk-mq |",
+        "| 1 | 1 | libblkio |",
+        "| 1 | 4 | libblkio |",
+    ] {
+        assert!(table.contains(row), "missing {row} in\n{table}");
+    }
+    assert!(table.contains("IOPS ours/libblkio"));
+}
+
+#[test]
+fn vhost_user_flag_mistakes_exit_2() {
+    for args in [
+        &["--target", "vhost-user"][..],
+        &["--target", "vhost-user:/tmp/x.sock", "--spawn-daemon"],
+        &["--spawn-daemon"],
+        &["--peer", "libblkio"],
+        &[
+            "--target",
+            "vhost-user",
+            "--spawn-daemon",
+            "--verify",
+            "--disk",
+            "ram",
+        ],
+    ] {
+        let output = vblk_bench(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_socket_is_a_clear_failure() {
+    let output = vblk_bench(&[
+        "--target",
+        "vhost-user:/nonexistent/vblk.sock",
+        "--runtime",
+        "0.1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot connect"),
+        "{}",
+        stderr(&output)
+    );
+}

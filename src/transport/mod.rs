@@ -114,3 +114,6 @@ pub trait QueueNotifier: Send {
     /// Tells the device new buffers are available on this queue.
     fn notify(&self);
 }
+
+#[cfg(feature = "vhost-user")]
+pub mod vhost_user;

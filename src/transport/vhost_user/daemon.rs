@@ -1,0 +1,213 @@
+//! Starting and stopping a `qemu-storage-daemon` vhost-user-blk export, for
+//! tests and benchmarks that need a real backend without a VM.
+//!
+//! The daemon is a child process; [`StorageDaemon`] stops it by its pid
+//! (SIGKILL, then wait) when dropped, also while a test unwinds from a panic.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::string::String;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The program started when `QEMU_STORAGE_DAEMON` does not name another.
+pub const DEFAULT_PROGRAM: &str = "qemu-storage-daemon";
+
+/// How long the daemon may take to create its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the export serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DaemonBackend {
+    /// QEMU's null-co driver: reads return zeroes, writes are dropped.
+    Null {
+        /// Disk size in bytes.
+        size: u64,
+        /// Added completion latency in nanoseconds (null-co's `latency-ns`; 0 for none).
+        latency_ns: u64,
+    },
+    /// A raw image file.
+    File {
+        /// The file (it must exist).
+        path: PathBuf,
+    },
+}
+
+/// How to start the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// What backs the disk.
+    pub backend: DaemonBackend,
+    /// `num-queues` of the export.
+    pub num_queues: u16,
+    /// The export accepts writes.
+    pub writable: bool,
+}
+
+/// Why the daemon could not be started.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The program is not installed.
+    NotInstalled(String),
+    /// Starting the process or preparing its directory failed.
+    Spawn(io::Error),
+    /// The daemon exited, or did not create its socket in time; its log is attached.
+    NotReady(String),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::NotInstalled(program) => write!(
+                f,
+                "`{program}` was not found: install QEMU's storage daemon (Debian/Ubuntu: \
+                 apt-get install qemu-utils), or point QEMU_STORAGE_DAEMON at it"
+            ),
+            DaemonError::Spawn(e) => write!(f, "cannot start qemu-storage-daemon: {e}"),
+            DaemonError::NotReady(log) => {
+                write!(f, "qemu-storage-daemon did not come up: {log}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// A running `qemu-storage-daemon` with one vhost-user-blk export, in a
+/// private temporary directory. Dropping it kills the process by pid, waits
+/// for it and removes the directory.
+#[derive(Debug)]
+pub struct StorageDaemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+/// The program to run: `$QEMU_STORAGE_DAEMON`, else [`DEFAULT_PROGRAM`].
+pub fn program() -> String {
+    std::env::var("QEMU_STORAGE_DAEMON").unwrap_or_else(|_| DEFAULT_PROGRAM.into())
+}
+
+fn find_program(program: &str) -> Option<PathBuf> {
+    let candidate = Path::new(program);
+    if candidate.components().count() > 1 {
+        return candidate.is_file().then(|| candidate.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+impl StorageDaemon {
+    /// Starts the daemon and waits (bounded) until its socket accepts.
+    pub fn spawn(config: &DaemonConfig) -> Result<Self, DaemonError> {
+        let program = program();
+        let binary = find_program(&program).ok_or(DaemonError::NotInstalled(program))?;
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(std::format!(
+            "vblk-qsd-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(DaemonError::Spawn)?;
+        let socket = dir.join("vhost.sock");
+        let log = dir.join("daemon.log");
+        let blockdev = match &config.backend {
+            DaemonBackend::Null { size, latency_ns } => std::format!(
+                "driver=null-co,node-name=n0,size={size},read-zeroes=on,latency-ns={latency_ns}"
+            ),
+            DaemonBackend::File { path } => std::format!(
+                "driver=file,node-name=n0,filename={},cache.direct=off",
+                path.display()
+            ),
+        };
+        let export = std::format!(
+            "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path={},\
+             num-queues={},writable={}",
+            socket.display(),
+            config.num_queues.max(1),
+            if config.writable { "on" } else { "off" }
+        );
+        let log_file = File::create(&log).map_err(DaemonError::Spawn)?;
+        let log_err = log_file.try_clone().map_err(DaemonError::Spawn)?;
+        let child = Command::new(binary)
+            .args(["--blockdev", &blockdev, "--export", &export])
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .map_err(DaemonError::Spawn)?;
+        let mut daemon = StorageDaemon {
+            child: Some(child),
+            dir,
+            socket,
+            log,
+        };
+        daemon.wait_ready()?;
+        Ok(daemon)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), DaemonError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(DaemonError::NotReady(std::format!(
+                        "it exited ({status}): {}",
+                        self.log_text()
+                    )));
+                }
+            }
+            if self.socket.exists() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(DaemonError::NotReady(std::format!(
+                    "no socket after {START_TIMEOUT:?}: {}",
+                    self.log_text()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The export's Unix socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What the daemon printed so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log)
+            .map(|text| text.trim().into())
+            .unwrap_or_default()
+    }
+
+    /// Kills the daemon at once with SIGKILL (by pid) and reaps it, as a
+    /// crash would end it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Child::kill sends SIGKILL to this child's pid only.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for StorageDaemon {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

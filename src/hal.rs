@@ -43,7 +43,8 @@ pub unsafe trait Hal: Clone + Send + 'static {
     /// `paddr` as a pointer (after making sure the range is mapped uncached).
     ///
     /// Used once per register region when a transport is built
-    /// ([`crate::transport::pci::PciTransport::new`]), never on the I/O path.
+    /// ([`crate::transport::pci::PciTransport::new`],
+    /// [`crate::transport::mmio::MmioTransport::new`]), never on the I/O path.
     /// The default maps nothing, for a Hal that only provides DMA memory (the
     /// simulator's).
     ///

@@ -30,6 +30,10 @@ impl Block {
         Block { ptr, len }
     }
 
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
     pub(crate) fn addr(&self) -> usize {
         self.ptr.as_ptr() as usize
     }

@@ -17,6 +17,12 @@ pub const PAGE_SIZE: usize = 4096;
 /// to `dma_dealloc`, not aliased by any Rust reference, and reachable by the
 /// device at the returned [`PhysAddr`]. Clones of one Hal must share one
 /// allocator: memory allocated through one clone may be freed through another.
+///
+/// A pointer returned by `map_mmio` must be valid for volatile reads and
+/// writes of the `len` bytes asked for, reach the device's registers at
+/// `paddr` through an uncached (device-memory) mapping, and stay mapped for
+/// the rest of the program: the transports never unmap, and the doorbells and
+/// interrupt handles they hand out keep using the mapping.
 pub unsafe trait Hal: Clone + Send + 'static {
     /// Allocates `pages` contiguous zeroed pages of DMA memory; `None` when out of memory.
     fn dma_alloc(&self, pages: usize) -> Option<(PhysAddr, NonNull<u8>)>;
@@ -28,6 +34,26 @@ pub unsafe trait Hal: Clone + Send + 'static {
     /// `dma_alloc` call returned and was asked for, the memory must not be freed
     /// twice, and the device must no longer access it.
     unsafe fn dma_dealloc(&self, paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize);
+
+    /// Maps `len` bytes of device registers at physical address `paddr` (a
+    /// PCI BAR region, a virtio-mmio window) into the kernel's address space,
+    /// uncached, and returns the virtual address of `paddr` itself; `None`
+    /// when it cannot. `paddr` need not be page aligned: map the pages around
+    /// it and return a pointer into them. An identity-mapped kernel returns
+    /// `paddr` as a pointer (after making sure the range is mapped uncached).
+    ///
+    /// Used once per register region when a transport is built
+    /// ([`crate::transport::pci::PciTransport::new`],
+    /// [`crate::transport::mmio::MmioTransport::new`]), never on the I/O path.
+    /// The default maps nothing, for a Hal that only provides DMA memory (the
+    /// simulator's).
+    ///
+    /// # Implementation safety
+    /// See the trait: the mapping must be valid, uncached, and permanent.
+    fn map_mmio(&self, paddr: PhysAddr, len: usize) -> Option<NonNull<u8>> {
+        let _ = (paddr, len);
+        None
+    }
 }
 
 /// One DMA allocation, freed when dropped.

@@ -6,6 +6,16 @@
 //! [`QueueNotifier`] that each queue owns, so the I/O path never shares the
 //! transport between CPUs.
 
+pub mod mmio;
+pub mod pci;
+mod regs;
+#[cfg(test)]
+mod testing;
+
+pub use mmio::{MmioInterrupt, MmioNotifier, MmioTransport};
+pub use pci::{IsrReader, MsixMessage, PciConfig, PciNotifier, PciTransport};
+pub use regs::IsrStatus;
+
 use crate::hal::PhysAddr;
 use crate::spec::DeviceStatus;
 

@@ -565,8 +565,11 @@ fn ring_reset_waits_for_queue_reset_to_clear() {
     let mut device = rig.start(1).unwrap();
     device.transport_mut().set_reset_poll_limit(100);
     let queue = device.take_queues().into_queues().remove(0);
-    let err = device.recover_queue(queue, |_| {}).err();
-    assert_eq!(err, Some(Error::Transport(TransportError::DeviceGone)));
+    let refused = device
+        .recover_queue(queue, |_| {})
+        .expect_err("the queue reset never finishes");
+    assert_eq!(refused.error, Error::Transport(TransportError::DeviceGone));
+    assert!(refused.queue.is_some(), "the unreset queue comes back");
 
     let rig = Rig::new();
     let mut t = rig.transport();

@@ -737,8 +737,11 @@ fn a_queue_reset_that_never_finishes_is_reported() {
     let mut device = start(&rig, transport(&rig), 2).unwrap();
     device.transport_mut().set_reset_poll_limit(100);
     let queue = device.take_queues().into_queues().remove(0);
-    let err = device.recover_queue(queue, |_| {}).err();
-    assert_eq!(err, Some(Error::Transport(TransportError::DeviceGone)));
+    let refused = device
+        .recover_queue(queue, |_| {})
+        .expect_err("the queue reset never finishes");
+    assert_eq!(refused.error, Error::Transport(TransportError::DeviceGone));
+    assert!(refused.queue.is_some(), "the unreset queue comes back");
     assert_eq!(
         device.transport_mut().last_error(),
         Some(PciError::QueueResetTimeout { queue: 0 })

@@ -86,3 +86,10 @@ pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
 /// Never called: the kernel aborts on panic; the prebuilt `core` names it.
 #[no_mangle]
 pub extern "C" fn rust_eh_personality() {}
+
+/// Never called: the prebuilt `alloc` was compiled with unwinding and names
+/// it in landing pads that a `panic = "abort"` kernel never reaches.
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    crate::arch::halt_forever()
+}

@@ -9,15 +9,26 @@
 
 extern crate alloc;
 
+mod apic;
 mod arch;
 mod boot;
 mod bootinfo;
+mod cmdline;
+mod cpu;
 mod exit;
+mod idt;
+mod irq;
 mod libc;
 mod mm;
 mod serial;
+mod smp;
+mod time;
 
 use exit::Status;
+
+/// Heartbeat period of each CPU's local APIC timer, in timer ticks (QEMU's
+/// APIC timer counts at 1 GHz: 10 ms).
+const HEARTBEAT_TICKS: u32 = 10_000_000;
 
 /// Entered from the boot stub on the bootstrap CPU with the physical address
 /// of PVH's start info.
@@ -31,14 +42,30 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     };
     // SAFETY: once, before any allocation; RAM above the kernel image is unused.
     unsafe { mm::init(boot.ram(), kernel_end()) };
-    println!("vblk-guest: booted, {} MiB free, cmdline: {}", mm::free_bytes() >> 20, boot.cmdline);
+    idt::init();
+    cpu::init_this_cpu(apic::id());
+    apic::mask_legacy_pic();
+    apic::init_local();
+    let nothing = || {};
+    for vector in [irq::WAKE_VECTOR, irq::HEARTBEAT_VECTOR] {
+        if irq::attach_vector(vector, alloc::boxed::Box::new(nothing)).is_err() {
+            fail("the fixed vectors are taken");
+        }
+    }
+    arch::enable_interrupts();
+    let tsc_hz = time::calibrate().unwrap_or_else(|why| fail(why));
+    let options = cmdline::parse(boot.cmdline).unwrap_or_else(|why| fail(&why));
+    let cpus = smp::start_aps(options.cpus);
+    println!(
+        "vblk-guest: {cpus} CPUs, TSC {} MHz, {} MiB free",
+        tsc_hz / 1_000_000,
+        mm::free_bytes() >> 20
+    );
+    smp::run_on_cpus(cpus, &|i| {
+        apic::start_heartbeat(irq::HEARTBEAT_VECTOR, HEARTBEAT_TICKS);
+        println!("cpu {i} apic {} here", apic::id());
+    });
     exit::exit(Status::Passed)
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    serial::print_unlocked(format_args!("vblk-guest: panic: {info}\n"));
-    exit::exit(Status::Broken)
 }
 
 /// End of the kernel image (code, data, bss, boot stack).
@@ -52,5 +79,11 @@ fn kernel_end() -> u64 {
 /// Reports why the kernel cannot go on and leaves QEMU.
 fn fail(why: &str) -> ! {
     println!("vblk-guest: error: {why}");
+    exit::exit(Status::Broken)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    serial::print_unlocked(format_args!("vblk-guest: panic: {info}\n"));
     exit::exit(Status::Broken)
 }

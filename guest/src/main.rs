@@ -12,17 +12,22 @@ extern crate alloc;
 mod apic;
 mod arch;
 mod boot;
+mod blkdev;
 mod bootinfo;
 mod cmdline;
 mod cpu;
 mod exit;
+mod hal;
 mod idt;
 mod irq;
+mod job;
 mod libc;
 mod mm;
+mod pci;
 mod serial;
 mod smp;
 mod time;
+mod wait;
 
 use exit::Status;
 
@@ -61,10 +66,21 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         tsc_hz / 1_000_000,
         mm::free_bytes() >> 20
     );
-    smp::run_on_cpus(cpus, &|i| {
-        apic::start_heartbeat(irq::HEARTBEAT_VECTOR, HEARTBEAT_TICKS);
-        println!("cpu {i} apic {} here", apic::id());
-    });
+    smp::run_on_cpus(cpus, &|_| apic::start_heartbeat(irq::HEARTBEAT_VECTOR, HEARTBEAT_TICKS));
+    let devices = pci::enumerate();
+    let summary = blkdev::run(&options, &devices, cpus).unwrap_or_else(|why| fail(&why));
+    print!("{}", vblk_report::normal::normal(&summary, 1));
+    println!(
+        "{}",
+        vblk_report::json::report(&summary, concat!("vblk-guest-", env!("CARGO_PKG_VERSION")))
+    );
+    if summary.failed() {
+        println!(
+            "vblk-guest: run failed: {} errors, {} verify errors",
+            summary.errors, summary.verify_errors
+        );
+        exit::exit(Status::Failed)
+    }
     exit::exit(Status::Passed)
 }
 

@@ -83,6 +83,9 @@ pub struct Options {
     pub irq: IrqKind,
     /// virtio-mmio devices.
     pub mmio: Vec<MmioDevice>,
+    /// Only boot and start the CPUs, then report success (the runner's
+    /// check that an accelerator works).
+    pub probe: bool,
 }
 
 impl Default for Options {
@@ -104,6 +107,7 @@ impl Default for Options {
             disk: "null".into(),
             irq: IrqKind::Msix,
             mmio: Vec::new(),
+            probe: false,
         }
     }
 }
@@ -213,6 +217,7 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
             "size" => options.size = parse_bytes(value).ok_or_else(bad)?,
             "spin_budget" => options.spin_budget = value.parse().map_err(|_| bad())?,
             "disk" => options.disk = value.to_string(),
+            "probe" => options.probe = flag(value).ok_or_else(bad)?,
             "virtio_mmio.device" => options.mmio.push(parse_mmio_device(value).ok_or_else(bad)?),
             _ => return Err(format!("unknown option `{key}`")),
         }

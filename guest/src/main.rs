@@ -66,6 +66,10 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         tsc_hz / 1_000_000,
         mm::free_bytes() >> 20
     );
+    if options.probe {
+        println!("vblk-guest: probe passed");
+        exit::exit(Status::Passed);
+    }
     smp::run_on_cpus(cpus, &|_| apic::start_heartbeat(irq::HEARTBEAT_VECTOR, HEARTBEAT_TICKS));
     let devices = pci::enumerate();
     let summary = blkdev::run(&options, &devices, cpus).unwrap_or_else(|why| fail(&why));

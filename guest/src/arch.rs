@@ -9,7 +9,9 @@ use core::arch::asm;
 /// Port writes reach devices directly; the caller must know what the port does.
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller vouches for the port; `out` touches no memory.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads a byte from an I/O port.
@@ -19,7 +21,9 @@ pub unsafe fn outb(port: u16, value: u8) {
 pub unsafe fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: the caller vouches for the port; `in` touches no memory.
-    unsafe { asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
     value
 }
 
@@ -29,7 +33,9 @@ pub unsafe fn inb(port: u16) -> u8 {
 /// As [`outb`].
 pub unsafe fn outw(port: u16, value: u16) {
     // SAFETY: the caller vouches for the port; `out` touches no memory.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads a 16-bit value from an I/O port.
@@ -39,7 +45,9 @@ pub unsafe fn outw(port: u16, value: u16) {
 pub unsafe fn inw(port: u16) -> u16 {
     let value: u16;
     // SAFETY: the caller vouches for the port; `in` touches no memory.
-    unsafe { asm!("in ax, dx", out("ax") value, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in ax, dx", out("ax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
     value
 }
 
@@ -49,7 +57,9 @@ pub unsafe fn inw(port: u16) -> u16 {
 /// As [`outb`].
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller vouches for the port; `out` touches no memory.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads a 32-bit value from an I/O port.
@@ -59,19 +69,10 @@ pub unsafe fn outl(port: u16, value: u32) {
 pub unsafe fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: the caller vouches for the port; `in` touches no memory.
-    unsafe { asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
     value
-}
-
-/// Reads a model-specific register.
-///
-/// # Safety
-/// The MSR must exist (a missing one faults).
-pub unsafe fn rdmsr(msr: u32) -> u64 {
-    let (low, high): (u32, u32);
-    // SAFETY: the caller vouches that the MSR exists.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) }
-    u64::from(high) << 32 | u64::from(low)
 }
 
 /// Writes a model-specific register.
@@ -107,14 +108,6 @@ pub fn disable_interrupts() {
     unsafe { asm!("cli", options(nomem, nostack)) }
 }
 
-/// Whether interrupts are on.
-pub fn interrupts_enabled() -> bool {
-    let flags: u64;
-    // SAFETY: reads RFLAGS through the stack, which push/pop leave as it was.
-    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) }
-    flags & (1 << 9) != 0
-}
-
 /// Turns interrupts on and halts until one arrives, with no window between
 /// the two: `sti` takes effect only after the next instruction, so an
 /// interrupt already pending wakes the `hlt` instead of being taken before it.
@@ -131,10 +124,4 @@ pub fn halt_forever() -> ! {
         // SAFETY: cli; hlt stops this CPU; nothing is left to run on it.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
     }
-}
-
-/// CPUID leaf `leaf`, sub-leaf 0: (eax, ebx, ecx, edx).
-pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
-    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
-    (r.eax, r.ebx, r.ecx, r.edx)
 }

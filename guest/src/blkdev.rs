@@ -39,9 +39,16 @@ pub fn run(options: &Options, pci_devices: &[PciDevice], cpus: usize) -> Result<
         .find(|d| pci::is_virtio_blk(d.vendor_id, d.device_id))
     {
         let f = device.function;
-        println!("vblk-guest: virtio-blk on PCI {:02x}:{:02x}.{}", f.bus, f.device, f.function);
-        let mut transport = PciTransport::new(&GuestHal, f)
-            .map_err(|e| format!("virtio-pci {:02x}:{:02x}.{}: {e:?}", f.bus, f.device, f.function))?;
+        println!(
+            "vblk-guest: virtio-blk on PCI {:02x}:{:02x}.{}",
+            f.bus, f.device, f.function
+        );
+        let mut transport = PciTransport::new(&GuestHal, f).map_err(|e| {
+            format!(
+                "virtio-pci {:02x}:{:02x}.{}: {e:?}",
+                f.bus, f.device, f.function
+            )
+        })?;
         let interrupts = pci_interrupts(&mut transport, options)?;
         println!("vblk-guest: interrupts: {interrupts}");
         return run_device(transport, options);
@@ -55,18 +62,29 @@ pub fn run(options: &Options, pci_devices: &[PciDevice], cpus: usize) -> Result<
                 continue;
             }
         };
-        println!("vblk-guest: virtio-blk on virtio-mmio at {:#x}, irq {}", spec.base, spec.irq);
+        println!(
+            "vblk-guest: virtio-blk on virtio-mmio at {:#x}, irq {}",
+            spec.base, spec.irq
+        );
         if options.mode != cmdline::Mode::Poll {
             let line = transport.interrupt();
             let apic_id = smp::apic_id(0);
-            irq::attach_gsi(spec.irq, Trigger::Level, apic_id, Box::new(move || {
-                // Reading and acknowledging InterruptStatus lowers the line.
-                if line.acknowledge().queue {
-                    wait::notify_all(queues);
-                }
-            }))
+            irq::attach_gsi(
+                spec.irq,
+                Trigger::Level,
+                apic_id,
+                Box::new(move || {
+                    // Reading and acknowledging InterruptStatus lowers the line.
+                    if line.acknowledge().queue {
+                        wait::notify_all(queues);
+                    }
+                }),
+            )
             .map_err(|e| format!("virtio-mmio irq {}: {e}", spec.irq))?;
-            println!("vblk-guest: interrupts: I/O APIC input {} (level), shared by all queues", spec.irq);
+            println!(
+                "vblk-guest: interrupts: I/O APIC input {} (level), shared by all queues",
+                spec.irq
+            );
         }
         return run_device(transport, options);
     }
@@ -75,12 +93,17 @@ pub fn run(options: &Options, pci_devices: &[PciDevice], cpus: usize) -> Result<
 
 /// MSI-X with one vector per queue aimed at the queue's CPU, or INTx
 /// through the I/O APIC. Poll mode sets up none.
-fn pci_interrupts(transport: &mut PciTransport<crate::pci::PciFunction>, options: &Options) -> Result<String, String> {
+fn pci_interrupts(
+    transport: &mut PciTransport<crate::pci::PciFunction>,
+    options: &Options,
+) -> Result<String, String> {
     let queues = usize::from(options.queues);
     if options.mode == cmdline::Mode::Poll {
         return Ok("none (poll mode)".into());
     }
-    let msix_fits = transport.msix_vectors().is_some_and(|n| usize::from(n) > queues);
+    let msix_fits = transport
+        .msix_vectors()
+        .is_some_and(|n| usize::from(n) > queues);
     if options.irq == IrqKind::Msix && msix_fits {
         let attach = |cpu: usize, handler: irq::Handler| {
             irq::attach_msi(smp::apic_id(cpu), handler)
@@ -95,18 +118,27 @@ fn pci_interrupts(transport: &mut PciTransport<crate::pci::PciFunction>, options
         transport
             .enable_msix(config, &per_queue)
             .map_err(|e| format!("MSI-X: {e:?}"))?;
-        return Ok(format!("MSI-X, {queues} queue vectors, each on its queue's CPU"));
+        return Ok(format!(
+            "MSI-X, {queues} queue vectors, each on its queue's CPU"
+        ));
     }
     let line = transport.interrupt_line();
     let isr = transport.isr_reader();
-    irq::attach_gsi(u32::from(line), Trigger::Level, smp::apic_id(0), Box::new(move || {
-        // Reading the ISR acknowledges it and de-asserts INTx.
-        if isr.read().queue {
-            wait::notify_all(queues);
-        }
-    }))
+    irq::attach_gsi(
+        u32::from(line),
+        Trigger::Level,
+        smp::apic_id(0),
+        Box::new(move || {
+            // Reading the ISR acknowledges it and de-asserts INTx.
+            if isr.read().queue {
+                wait::notify_all(queues);
+            }
+        }),
+    )
     .map_err(|e| format!("INTx line {line}: {e}"))?;
-    Ok(format!("INTx, I/O APIC input {line} (level), shared by all queues"))
+    Ok(format!(
+        "INTx, I/O APIC input {line} (level), shared by all queues"
+    ))
 }
 
 fn mode_name(mode: cmdline::Mode) -> &'static str {
@@ -141,11 +173,14 @@ fn run_device<T: Transport>(transport: T, options: &Options) -> Result<Summary, 
         },
         ..Config::default()
     };
-    let mut device =
-        BlkDevice::new(GuestHal, transport, config).map_err(|e| format!("device setup failed: {e}"))?;
+    let mut device = BlkDevice::new(GuestHal, transport, config)
+        .map_err(|e| format!("device setup failed: {e}"))?;
     let info = *device.info();
     if info.ring != wanted_ring {
-        return Err(format!("the device negotiated a {:?} ring instead", info.ring));
+        return Err(format!(
+            "the device negotiated a {:?} ring instead",
+            info.ring
+        ));
     }
     let queues = device.take_queues().into_queues();
     if queues.len() != usize::from(options.queues) {
@@ -156,10 +191,16 @@ fn run_device<T: Transport>(transport: T, options: &Options) -> Result<Summary, 
         ));
     }
     let disk_bytes = info.capacity_sectors * 512;
-    let region = if options.size == 0 { disk_bytes } else { options.size.min(disk_bytes) };
+    let region = if options.size == 0 {
+        disk_bytes
+    } else {
+        options.size.min(disk_bytes)
+    };
     let blocks_per_queue = region / options.bs / u64::from(options.queues);
     if blocks_per_queue == 0 {
-        return Err(format!("the disk ({disk_bytes} bytes) holds less than one block per queue"));
+        return Err(format!(
+            "the disk ({disk_bytes} bytes) holds less than one block per queue"
+        ));
     }
     println!(
         "vblk-guest: {} sectors, {:?} ring, features {:#x}, {} queues of {} entries",

@@ -2,9 +2,9 @@
 //! iodepth=32 runtime=5 verify=1 ring=packed mode=poll queues=2`) and the
 //! `virtio_mmio.device=SIZE@BASE:IRQ[:ID]` entries QEMU's microvm appends.
 
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use alloc::format;
 
 use vblk_report::workload::Rw;
 
@@ -115,7 +115,9 @@ impl Default for Options {
 /// A byte count with an optional binary suffix (`512`, `4k`, `1m`, `1g`).
 pub fn parse_bytes(text: &str) -> Option<u64> {
     let lower = text.trim().to_ascii_lowercase();
-    let end = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
     let (number, suffix) = lower.split_at(end);
     let shift = match suffix {
         "" | "b" => 0,
@@ -151,7 +153,11 @@ pub fn parse_mmio_device(text: &str) -> Option<MmioDevice> {
 fn parse_seconds(text: &str) -> Option<u64> {
     let text = text.strip_suffix('s').unwrap_or(text);
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut ms = whole.checked_mul(1000)?;
     let mut scale = 100;
     for digit in fraction.chars().take(3) {
@@ -181,13 +187,21 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
         match key {
             "name" => options.name = value.to_string(),
             "rw" | "readwrite" => options.rw = Rw::from_name(value).ok_or_else(bad)?,
-            "rwmixread" => options.rwmixread = value.parse().ok().filter(|p| *p <= 100).ok_or_else(bad)?,
+            "rwmixread" => {
+                options.rwmixread = value.parse().ok().filter(|p| *p <= 100).ok_or_else(bad)?
+            }
             "bs" => {
                 options.bs = parse_bytes(value)
                     .filter(|bs| bs.is_power_of_two() && (512..=1 << 20).contains(bs))
                     .ok_or_else(|| format!("bs={value}: a power of two from 512 to 1m"))?
             }
-            "iodepth" => options.iodepth = value.parse().ok().filter(|d| (1..=512).contains(d)).ok_or_else(bad)?,
+            "iodepth" => {
+                options.iodepth = value
+                    .parse()
+                    .ok()
+                    .filter(|d| (1..=512).contains(d))
+                    .ok_or_else(bad)?
+            }
             "runtime" => options.runtime_ms = parse_seconds(value).ok_or_else(bad)?,
             "verify" => options.verify = flag(value).ok_or_else(bad)?,
             "ring" => {
@@ -212,7 +226,9 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
                     _ => return Err(bad()),
                 }
             }
-            "queues" | "numjobs" => options.queues = value.parse().ok().filter(|q| *q >= 1).ok_or_else(bad)?,
+            "queues" | "numjobs" => {
+                options.queues = value.parse().ok().filter(|q| *q >= 1).ok_or_else(bad)?
+            }
             "cpus" => options.cpus = value.parse().ok().filter(|c| *c >= 1).ok_or_else(bad)?,
             "size" => options.size = parse_bytes(value).ok_or_else(bad)?,
             "spin_budget" => options.spin_budget = value.parse().map_err(|_| bad())?,

@@ -59,7 +59,12 @@ pub fn alloc_vector() -> Result<u8, IrqError> {
 pub fn attach_vector(vector: u8, handler: Handler) -> Result<(), IrqError> {
     let boxed = Box::into_raw(Box::new(handler));
     HANDLERS[usize::from(vector)]
-        .compare_exchange(core::ptr::null_mut(), boxed, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(
+            core::ptr::null_mut(),
+            boxed,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
         .map(|_| ())
         .map_err(|_| {
             // SAFETY: `boxed` was never published; we still own it.
@@ -70,7 +75,12 @@ pub fn attach_vector(vector: u8, handler: Handler) -> Result<(), IrqError> {
 
 /// Routes I/O APIC input `gsi` to a new vector on the CPU with APIC id
 /// `apic_id` and runs `handler` for it. Returns the vector.
-pub fn attach_gsi(gsi: u32, trigger: Trigger, apic_id: u32, handler: Handler) -> Result<u8, IrqError> {
+pub fn attach_gsi(
+    gsi: u32,
+    trigger: Trigger,
+    apic_id: u32,
+    handler: Handler,
+) -> Result<u8, IrqError> {
     let vector = alloc_vector()?;
     attach_vector(vector, handler)?;
     apic::route(gsi, vector, apic_id, trigger).map_err(|_| IrqError::NoSuchInput(gsi))?;

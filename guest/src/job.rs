@@ -2,6 +2,7 @@
 //! flight until the runtime is over, then drain; stamp and check data like
 //! the bench CLI; record completion latencies with the TSC.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -96,7 +97,7 @@ pub fn run<N: QueueNotifier>(
 ) -> QueueResult {
     let mut worker = match Worker::new(index, spec) {
         Ok(worker) => worker,
-        Err(result) => return result,
+        Err(result) => return *result,
     };
     let mut done: Vec<Completion<GuestHal>> = Vec::with_capacity(usize::from(spec.iodepth));
     let start = time::now_ns();
@@ -123,7 +124,7 @@ pub fn run<N: QueueNotifier>(
             if queue.mode() != Mode::Poll {
                 wait_for_completions(queue, spec.spin_budget, waiter);
                 now = time::now_ns();
-            } else if empty_polls % CLOCK_EVERY_EMPTY_POLLS == 0 {
+            } else if empty_polls.is_multiple_of(CLOCK_EVERY_EMPTY_POLLS) {
                 now = time::now_ns();
             }
             if worker.stopping && now >= deadline + DRAIN_TIMEOUT_NS {
@@ -146,7 +147,7 @@ pub fn run<N: QueueNotifier>(
 }
 
 impl<'a> Worker<'a> {
-    fn new(index: usize, spec: &'a JobSpec) -> Result<Worker<'a>, QueueResult> {
+    fn new(index: usize, spec: &'a JobSpec) -> Result<Worker<'a>, Box<QueueResult>> {
         let mut result = QueueResult {
             read: DirStats::new(),
             write: DirStats::new(),
@@ -160,7 +161,7 @@ impl<'a> Worker<'a> {
             let Some(buffer) = DmaBuffer::new(&GuestHal, spec.block_size as usize) else {
                 result.errors += 1;
                 result.problem(|| format!("queue {index}: out of DMA memory for buffers"));
-                return Err(result);
+                return Err(Box::new(result));
             };
             slots.push(Slot {
                 buffer: Some(buffer),
@@ -256,8 +257,9 @@ impl<'a> Worker<'a> {
         let queue_index = self.queue_index;
         let Some(slot) = self.slots.get_mut(slot_index) else {
             self.result.errors += 1;
-            self.result
-                .problem(|| format!("queue {queue_index}: completion with unknown tag {slot_index}"));
+            self.result.problem(|| {
+                format!("queue {queue_index}: completion with unknown tag {slot_index}")
+            });
             return;
         };
         let (dir, block, generation) = (slot.dir, slot.block, slot.generation);
@@ -276,7 +278,9 @@ impl<'a> Worker<'a> {
                         Dir::Write => verifier.written(block, generation),
                         Dir::Read => {
                             let expected = verifier.expected(block);
-                            if let Err(mismatch) = verify::check(buffer.as_slice(), sector, expected) {
+                            if let Err(mismatch) =
+                                verify::check(buffer.as_slice(), sector, expected)
+                            {
                                 self.result.verify_errors += 1;
                                 self.result.problem(|| {
                                     format!(

@@ -11,8 +11,8 @@ extern crate alloc;
 
 mod apic;
 mod arch;
-mod boot;
 mod blkdev;
+mod boot;
 mod bootinfo;
 mod cmdline;
 mod cpu;
@@ -70,8 +70,19 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         println!("vblk-guest: probe passed");
         exit::exit(Status::Passed);
     }
-    smp::run_on_cpus(cpus, &|_| apic::start_heartbeat(irq::HEARTBEAT_VECTOR, HEARTBEAT_TICKS));
+    smp::run_on_cpus(cpus, &|_| {
+        apic::start_heartbeat(irq::HEARTBEAT_VECTOR, HEARTBEAT_TICKS)
+    });
     let devices = pci::enumerate();
+    for device in &devices {
+        let f = device.function;
+        let (class, subclass, _) = device.class;
+        let caps: alloc::vec::Vec<_> = device.capabilities.iter().map(|&(id, _)| id).collect();
+        println!(
+            "vblk-guest: PCI {:02x}:{:02x}.{} {:04x}:{:04x} class {class:02x}{subclass:02x} caps {caps:02x?}",
+            f.bus, f.device, f.function, device.vendor_id, device.device_id
+        );
+    }
     let summary = blkdev::run(&options, &devices, cpus).unwrap_or_else(|why| fail(&why));
     print!("{}", vblk_report::normal::normal(&summary, 1));
     println!(

@@ -114,7 +114,11 @@ pub fn enumerate() -> Vec<PciDevice> {
     for bus in 0..=255u8 {
         for device in 0..32u8 {
             for function in 0..8u8 {
-                let f = PciFunction { bus, device, function };
+                let f = PciFunction {
+                    bus,
+                    device,
+                    function,
+                };
                 let vendor_id = f.read_u16(0x00);
                 if vendor_id == 0xFFFF {
                     if function == 0 {

@@ -120,10 +120,14 @@ pub fn start_aps(cpus: usize) -> usize {
     // kernel that the heap never hands out (mm starts above the kernel); the
     // source is the trampoline's bytes in .rodata.
     unsafe {
-        core::ptr::copy_nonoverlapping(core::ptr::addr_of!(ap_trampoline), TRAMPOLINE as *mut u8, len);
+        core::ptr::copy_nonoverlapping(
+            core::ptr::addr_of!(ap_trampoline),
+            TRAMPOLINE as *mut u8,
+            len,
+        );
         let cr3 = TRAMPOLINE + field_offset(core::ptr::addr_of!(ap_cr3));
         (cr3 as *mut u64).write_volatile(crate::boot::page_table_root());
-        ((cr3 + 16) as *mut u64).write_volatile(ap_main as usize as u64);
+        ((cr3 + 16) as *mut u64).write_volatile(ap_main as extern "C" fn() -> ! as usize as u64);
     }
     for apic_id in 1..cpus.min(MAX_CPUS) as u32 {
         let Some(stack) = mm::alloc_pages(AP_STACK_PAGES) else {
@@ -212,13 +216,20 @@ pub fn apic_id(index: usize) -> u32 {
 /// and returns when all have finished. Like a scoped thread spawn: `job`
 /// may borrow from the caller.
 pub fn run_on_cpus(cpus: usize, job: &(dyn Fn(usize) + Sync)) {
-    assert!(cpus <= cpu::online(), "only {} CPUs are online", cpu::online());
+    assert!(
+        cpus <= cpu::online(),
+        "only {} CPUs are online",
+        cpu::online()
+    );
     DONE.store(0, Ordering::Release);
     // SAFETY: only the lifetime changes; the reference stays valid because
     // this function waits below until every AP has finished with it.
     let job: Job<'static> = unsafe { core::mem::transmute::<Job<'_>, Job<'static>>(job) };
-    for index in 1..cpus {
-        MAILBOX[index].store(&job as *const Job<'static> as *mut Job<'static>, Ordering::Release);
+    for (index, mailbox) in MAILBOX.iter().enumerate().take(cpus).skip(1) {
+        mailbox.store(
+            &job as *const Job<'static> as *mut Job<'static>,
+            Ordering::Release,
+        );
         wake(index);
     }
     job(0);

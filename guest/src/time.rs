@@ -12,7 +12,6 @@ const PIT_HZ: u64 = 1_193_182;
 /// Calibration interval: 50 ms of PIT ticks (fits the 16-bit counter).
 const CALIBRATION_TICKS: u64 = PIT_HZ / 20;
 
-static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds per TSC tick, in 32.32 fixed point.
 static NS_PER_TICK_FP: AtomicU64 = AtomicU64::new(0);
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -55,15 +54,12 @@ pub fn calibrate() -> Result<u64, &'static str> {
     if hz < 1_000_000 {
         return Err("the TSC runs implausibly slowly");
     }
-    TSC_HZ.store(hz, Ordering::Relaxed);
-    NS_PER_TICK_FP.store((1_000_000_000u128 << 32).div_euclid(u128::from(hz)) as u64, Ordering::Relaxed);
+    NS_PER_TICK_FP.store(
+        (1_000_000_000u128 << 32).div_euclid(u128::from(hz)) as u64,
+        Ordering::Relaxed,
+    );
     EPOCH.store(rdtsc(), Ordering::Relaxed);
     Ok(hz)
-}
-
-/// TSC ticks per second.
-pub fn tsc_hz() -> u64 {
-    TSC_HZ.load(Ordering::Relaxed)
 }
 
 /// Converts TSC ticks to nanoseconds.

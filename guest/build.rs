@@ -4,7 +4,13 @@
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rerun-if-changed=link.ld");
-    for arg in ["-nostartfiles", "-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none"] {
+    for arg in [
+        "-nostartfiles",
+        "-nostdlib",
+        "-static",
+        "-no-pie",
+        "-Wl,--build-id=none",
+    ] {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
     println!("cargo:rustc-link-arg-bins=-T{dir}/link.ld");

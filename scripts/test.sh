@@ -10,13 +10,18 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# The vhost-user tests start qemu-storage-daemon (Debian's qemu-utils).
-if ! command -v qemu-storage-daemon >/dev/null; then
-    echo "== installing qemu-utils (qemu-storage-daemon)"
+# The vhost-user tests start qemu-storage-daemon (Debian's qemu-utils); the
+# guest kernel's tests (xtask/tests/guest.rs) boot it in qemu-system-x86_64.
+# Without them the tests fail, never skip: install what is missing.
+missing=()
+command -v qemu-storage-daemon >/dev/null || missing+=(qemu-utils)
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update
-    $sudo apt-get install -y --no-install-recommends qemu-utils
+    $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 echo "== cargo fmt --check"
@@ -24,6 +29,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== guest kernel: fmt, clippy (its own workspace)"
+cargo fmt --manifest-path guest/Cargo.toml -- --check
+cargo clippy --manifest-path guest/Cargo.toml -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 echo "== cargo test (vhost-user, against qemu-storage-daemon)"

@@ -392,7 +392,15 @@ fn a_daemon_killed_under_load_stops_the_polling_threads_with_errors() {
 
 #[test]
 fn interrupt_and_hybrid_modes_sleep_on_the_call_eventfd() {
-    let daemon = null_daemon(64 << 20, 1);
+    // Each request takes 200 µs in the backend, far longer than the 16 empty
+    // checks hybrid spins before it sleeps, so both modes must sleep.
+    let daemon = daemon(
+        DaemonBackend::Null {
+            size: 64 << 20,
+            latency_ns: 200_000,
+        },
+        1,
+    );
     for mode in [Mode::Interrupt, Mode::Hybrid] {
         let (hal, mut device) = connect(
             &daemon,
@@ -405,7 +413,7 @@ fn interrupt_and_hybrid_modes_sleep_on_the_call_eventfd() {
         let mut queue = device.take_queues().into_queues().remove(0);
         let deadline = Instant::now() + COMPLETION_TIMEOUT;
         let mut completed = 0;
-        for round in 0..200u64 {
+        for round in 0..50u64 {
             for tag in 0..4 {
                 queue
                     .read((round * 4 + tag) % 1024 * 8, buffer(&hal, 4096), tag)
@@ -421,13 +429,14 @@ fn interrupt_and_hybrid_modes_sleep_on_the_call_eventfd() {
                 );
             }
         }
-        assert_eq!(completed, 800);
+        assert_eq!(completed, 200);
         assert!(
             queue.stats().interrupts > 0,
             "{mode:?}: never woken by a call"
         );
-        // A lost notification would cost a 100 ms timeout on most of the 200
-        // sleeps; allow a couple for a machine that descheduled the daemon.
+        // A lost notification would cost a 100 ms wait slice on most of the
+        // 50 rounds' sleeps; allow a couple for a machine that descheduled the
+        // daemon for that long.
         assert!(
             irq.timeouts() <= 2,
             "{mode:?}: used-buffer notifications were lost"

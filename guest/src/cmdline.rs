@@ -1,0 +1,245 @@
+//! The kernel command line: fio-style job options (`rw=randrw bs=4k
+//! iodepth=32 runtime=5 verify=1 ring=packed mode=poll queues=2`) and the
+//! `virtio_mmio.device=SIZE@BASE:IRQ[:ID]` entries QEMU's microvm appends.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use vblk_report::workload::Rw;
+
+/// Ring layout asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ring {
+    /// Split virtqueues.
+    Split,
+    /// Packed virtqueues.
+    Packed,
+}
+
+/// Completion mode asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Busy-poll.
+    Poll,
+    /// Sleep until the used-buffer interrupt.
+    Irq,
+    /// Poll, then sleep after a spin budget.
+    Hybrid,
+}
+
+/// Interrupt delivery for virtio-pci.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqKind {
+    /// MSI-X, one vector per queue (when the device has it).
+    Msix,
+    /// The legacy INTx line through the I/O APIC, shared by all queues.
+    Intx,
+}
+
+/// One `virtio_mmio.device=` entry: a virtio-mmio window and its interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioDevice {
+    /// Physical base address.
+    pub base: u64,
+    /// Window size in bytes.
+    pub size: u64,
+    /// Interrupt line (I/O APIC input).
+    pub irq: u32,
+}
+
+/// The job and the environment, as the command line gives them.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Job name in the report.
+    pub name: String,
+    /// I/O pattern.
+    pub rw: Rw,
+    /// Percentage of reads for `randrw`.
+    pub rwmixread: u8,
+    /// Bytes per request.
+    pub bs: u64,
+    /// Requests in flight per queue.
+    pub iodepth: u16,
+    /// Seconds to run.
+    pub runtime_ms: u64,
+    /// Stamp writes, check reads.
+    pub verify: bool,
+    /// Ring layout.
+    pub ring: Ring,
+    /// Completion mode.
+    pub mode: Mode,
+    /// Queues (one vCPU each).
+    pub queues: u16,
+    /// vCPUs QEMU was given (`-smp`), so the kernel knows how many to start.
+    pub cpus: usize,
+    /// Bytes of the disk the job uses (0: all of it).
+    pub size: u64,
+    /// Hybrid: empty checks before sleeping.
+    pub spin_budget: u32,
+    /// What backs the disk, for the report (`null`, `file`, ...).
+    pub disk: String,
+    /// virtio-pci interrupt delivery.
+    pub irq: IrqKind,
+    /// virtio-mmio devices.
+    pub mmio: Vec<MmioDevice>,
+    /// Only boot and start the CPUs, then report success (the runner's
+    /// check that an accelerator works).
+    pub probe: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: "vblk".into(),
+            rw: Rw::Randread,
+            rwmixread: 50,
+            bs: 4096,
+            iodepth: 32,
+            runtime_ms: 5000,
+            verify: false,
+            ring: Ring::Packed,
+            mode: Mode::Poll,
+            queues: 1,
+            cpus: 1,
+            size: 0,
+            spin_budget: 256,
+            disk: "null".into(),
+            irq: IrqKind::Msix,
+            mmio: Vec::new(),
+            probe: false,
+        }
+    }
+}
+
+/// A byte count with an optional binary suffix (`512`, `4k`, `1m`, `1g`).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, suffix) = lower.split_at(end);
+    let shift = match suffix {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn parse_u64(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// Parses `SIZE@BASE:IRQ[:ID]` (Linux's virtio_mmio.device syntax).
+pub fn parse_mmio_device(text: &str) -> Option<MmioDevice> {
+    let (size, rest) = text.split_once('@')?;
+    let mut parts = rest.split(':');
+    let base = parse_u64(parts.next()?)?;
+    let irq = parts.next()?.parse().ok()?;
+    Some(MmioDevice {
+        base,
+        size: parse_bytes(size)?,
+        irq,
+    })
+}
+
+/// Seconds, fractions allowed, to milliseconds.
+fn parse_seconds(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('s').unwrap_or(text);
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut ms = whole.checked_mul(1000)?;
+    let mut scale = 100;
+    for digit in fraction.chars().take(3) {
+        ms += u64::from(digit.to_digit(10)?) * scale;
+        scale /= 10;
+    }
+    (ms > 0).then_some(ms)
+}
+
+fn flag(value: &str) -> Option<bool> {
+    match value {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses the whole command line; unknown keys are refused so a typo is not
+/// silently ignored.
+pub fn parse(cmdline: &str) -> Result<Options, String> {
+    let mut options = Options::default();
+    for word in cmdline.split_whitespace() {
+        let (key, value) = word
+            .split_once('=')
+            .ok_or_else(|| format!("`{word}` is not KEY=VALUE"))?;
+        let bad = || format!("bad value for {key}: `{value}`");
+        match key {
+            "name" => options.name = value.to_string(),
+            "rw" | "readwrite" => options.rw = Rw::from_name(value).ok_or_else(bad)?,
+            "rwmixread" => {
+                options.rwmixread = value.parse().ok().filter(|p| *p <= 100).ok_or_else(bad)?
+            }
+            "bs" => {
+                options.bs = parse_bytes(value)
+                    .filter(|bs| bs.is_power_of_two() && (512..=1 << 20).contains(bs))
+                    .ok_or_else(|| format!("bs={value}: a power of two from 512 to 1m"))?
+            }
+            "iodepth" => {
+                options.iodepth = value
+                    .parse()
+                    .ok()
+                    .filter(|d| (1..=512).contains(d))
+                    .ok_or_else(bad)?
+            }
+            "runtime" => options.runtime_ms = parse_seconds(value).ok_or_else(bad)?,
+            "verify" => options.verify = flag(value).ok_or_else(bad)?,
+            "ring" => {
+                options.ring = match value {
+                    "split" => Ring::Split,
+                    "packed" => Ring::Packed,
+                    _ => return Err(bad()),
+                }
+            }
+            "mode" => {
+                options.mode = match value {
+                    "poll" => Mode::Poll,
+                    "irq" | "interrupt" => Mode::Irq,
+                    "hybrid" => Mode::Hybrid,
+                    _ => return Err(bad()),
+                }
+            }
+            "irq" => {
+                options.irq = match value {
+                    "msix" => IrqKind::Msix,
+                    "intx" => IrqKind::Intx,
+                    _ => return Err(bad()),
+                }
+            }
+            "queues" | "numjobs" => {
+                options.queues = value.parse().ok().filter(|q| *q >= 1).ok_or_else(bad)?
+            }
+            "cpus" => options.cpus = value.parse().ok().filter(|c| *c >= 1).ok_or_else(bad)?,
+            "size" => options.size = parse_bytes(value).ok_or_else(bad)?,
+            "spin_budget" => options.spin_budget = value.parse().map_err(|_| bad())?,
+            "disk" => options.disk = value.to_string(),
+            "probe" => options.probe = flag(value).ok_or_else(bad)?,
+            "virtio_mmio.device" => options.mmio.push(parse_mmio_device(value).ok_or_else(bad)?),
+            _ => return Err(format!("unknown option `{key}`")),
+        }
+    }
+    if options.verify && options.disk == "null" {
+        return Err("verify=1 needs a disk that keeps data (disk=null keeps none)".into());
+    }
+    Ok(options)
+}

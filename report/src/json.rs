@@ -1,0 +1,225 @@
+//! The JSON report: fio's field names for the fields fio has, driver figures
+//! under a top-level `vblk` object. Written by hand (no serializer without
+//! `std` is worth its weight here), on one line.
+
+use alloc::format;
+use alloc::string::String;
+use core::fmt::Write;
+
+use crate::math;
+use crate::summary::{DirSummary, Summary};
+
+/// A value in the document.
+enum Value<'a> {
+    Int(u64),
+    Float(f64),
+    Str(&'a str),
+}
+
+/// Builds one JSON object, field by field.
+struct Object<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Object<'a> {
+    fn open(out: &'a mut String) -> Self {
+        out.push('{');
+        Object { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        string(self.out, key);
+        self.out.push(':');
+    }
+
+    fn field(&mut self, key: &str, value: Value<'_>) -> &mut Self {
+        self.key(key);
+        match value {
+            Value::Int(n) => {
+                let _ = write!(self.out, "{n}");
+            }
+            Value::Float(x) => float(self.out, x),
+            Value::Str(s) => string(self.out, s),
+        }
+        self
+    }
+
+    /// A nested object, filled by `fill`.
+    fn object(&mut self, key: &str, fill: impl FnOnce(&mut Object<'_>)) -> &mut Self {
+        self.key(key);
+        let mut inner = Object::open(self.out);
+        fill(&mut inner);
+        inner.close();
+        self
+    }
+
+    fn close(self) {
+        self.out.push('}');
+    }
+}
+
+fn float(out: &mut String, x: f64) {
+    if x.is_finite() {
+        // Rust prints the shortest form that reads back exactly, never in
+        // exponent notation: valid JSON as it stands.
+        let _ = write!(out, "{x}");
+    } else {
+        out.push_str("null");
+    }
+}
+
+fn string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn direction(object: &mut Object<'_>, key: &str, dir: &DirSummary, runtime_ms: u64) {
+    object.object(key, |o| {
+        o.field("io_bytes", Value::Int(dir.bytes))
+            .field("io_kbytes", Value::Int(dir.bytes / 1024))
+            .field("bw_bytes", Value::Int(math::round(dir.bw_bytes) as u64))
+            .field("bw", Value::Int(math::round(dir.bw_bytes / 1024.0) as u64))
+            .field("iops", Value::Float(dir.iops))
+            // fio reports 0 for a direction the job did not do.
+            .field(
+                "runtime",
+                Value::Int(if dir.ios > 0 { runtime_ms } else { 0 }),
+            )
+            .field("total_ios", Value::Int(dir.ios))
+            .object("clat_ns", |c| {
+                c.field("min", Value::Int(dir.clat.min))
+                    .field("max", Value::Int(dir.clat.max))
+                    .field("mean", Value::Float(dir.clat.mean))
+                    .field("stddev", Value::Float(dir.clat.stddev))
+                    .field("N", Value::Int(dir.clat.samples))
+                    .object("percentile", |p| {
+                        for &(percentile, value) in &dir.clat.percentiles {
+                            p.field(&format!("{percentile:.6}"), Value::Int(value));
+                        }
+                    });
+            });
+    });
+}
+
+/// The whole report as one line of JSON; `version` fills fio's
+/// `"fio version"` field (e.g. `vblk-bench-0.1.0`).
+pub fn report(summary: &Summary, version: &str) -> String {
+    let mut out = String::new();
+    let error = if summary.failed() { 5 } else { 0 };
+    let mut top = Object::open(&mut out);
+    top.field("fio version", Value::Str(version));
+    top.key("jobs");
+    top.out.push('[');
+    let mut job = Object::open(top.out);
+    job.field("jobname", Value::Str(&summary.name))
+        .field("groupid", Value::Int(0))
+        .field("error", Value::Int(error))
+        .object("job options", |o| {
+            o.field("rw", Value::Str(&summary.rw))
+                .field("bs", Value::Str(&format!("{}", summary.block_size)))
+                .field("iodepth", Value::Str(&format!("{}", summary.iodepth)))
+                .field("numjobs", Value::Str(&format!("{}", summary.queues)));
+        });
+    direction(&mut job, "read", &summary.read, summary.runtime_ms);
+    direction(&mut job, "write", &summary.write, summary.runtime_ms);
+    job.field("job_runtime", Value::Int(summary.runtime_ms));
+    job.close();
+    top.out.push(']');
+    let stats = &summary.stats;
+    top.object("vblk", |v| {
+        v.field("ring", Value::Str(&summary.ring))
+            .field("queues", Value::Int(summary.queues.into()))
+            .field("iodepth", Value::Int(summary.iodepth.into()))
+            .field("mode", Value::Str(&summary.mode))
+            .field("disk", Value::Str(&summary.disk))
+            .field("submitted", Value::Int(stats.submitted))
+            .field("completed", Value::Int(stats.completed))
+            .field("commits", Value::Int(stats.commits))
+            .field("kicks", Value::Int(stats.kicks))
+            .field("kicks_per_io", Value::Float(summary.kicks_per_io()))
+            .field("commits_per_io", Value::Float(summary.commits_per_io()))
+            .field("interrupts", Value::Int(stats.interrupts))
+            .field("used_notifications", Value::Int(summary.used_notifications))
+            .field("irq_timeouts", Value::Int(summary.irq_timeouts))
+            .field("empty_polls", Value::Int(stats.empty_polls))
+            .field(
+                "empty_polls_per_io",
+                Value::Float(summary.empty_polls_per_io()),
+            )
+            .field("errors", Value::Int(summary.errors))
+            .field("verify_errors", Value::Int(summary.verify_errors));
+    });
+    top.close();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::histogram::DirStats;
+    use crate::summary::Summary;
+
+    #[test]
+    fn the_report_parses_and_uses_fio_field_names() {
+        let mut reads = DirStats::new();
+        for i in 1..=500u64 {
+            reads.record(4096, i * 1000);
+        }
+        let summary = Summary {
+            name: "a \"quoted\" job".into(),
+            rw: "randread".into(),
+            block_size: 4096,
+            ring: "split".into(),
+            queues: 1,
+            iodepth: 8,
+            mode: "irq".into(),
+            disk: "null".into(),
+            runtime_ms: 500,
+            min_runtime_ms: 500,
+            read: DirSummary::new(&reads, 0.5),
+            write: DirSummary::new(&DirStats::new(), 0.5),
+            verify_errors: 1,
+            ..Summary::default()
+        };
+        let text = report(&summary, "vblk-guest-0.1.0");
+        assert!(!text.contains('\n'));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let job = &json["jobs"][0];
+        assert_eq!(job["jobname"], "a \"quoted\" job");
+        assert_eq!(job["error"], 5);
+        assert_eq!(job["job options"]["iodepth"], "8");
+        assert_eq!(job["read"]["total_ios"], 500);
+        assert_eq!(job["read"]["iops"], 1000.0);
+        assert_eq!(job["read"]["runtime"], 500);
+        assert_eq!(job["write"]["runtime"], 0);
+        assert_eq!(job["read"]["clat_ns"]["min"], 1000);
+        let p50 = job["read"]["clat_ns"]["percentile"]["50.000000"]
+            .as_u64()
+            .unwrap();
+        assert!((250_000..=252_000).contains(&p50), "{p50}");
+        assert_eq!(job["read"]["clat_ns"]["N"], 500);
+        assert_eq!(json["vblk"]["mode"], "irq");
+        assert_eq!(json["vblk"]["verify_errors"], 1);
+        assert_eq!(json["fio version"], "vblk-guest-0.1.0");
+    }
+}

@@ -1,0 +1,28 @@
+//! What a vblk bench job measures and how it is printed, without `std`.
+//!
+//! The bench CLI (`vblk-bench`) and the guest kernel (`guest/`) run the same
+//! fio-style job and must print the same report, so everything of the job that
+//! does not need an operating system lives here:
+//!
+//! - [`summary`]: the run's figures merged over queues ([`Summary`]).
+//! - [`normal`]: fio's human-readable layout, plus a `vblk:` line.
+//! - [`json`]: fio's JSON field names, plus a top-level `vblk` object.
+//! - [`histogram`]: a log-linear latency histogram (no `std`, no float math).
+//! - [`verify`]: the data stamp (sector + generation per 512-byte sector).
+//! - [`workload`]: which block and direction comes next.
+#![no_std]
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub mod histogram;
+pub mod json;
+mod math;
+pub mod normal;
+pub mod summary;
+pub mod verify;
+pub mod workload;
+
+pub use histogram::{DirStats, Histogram};
+pub use summary::{Clat, DirSummary, Summary, PERCENTILES};

@@ -1,0 +1,155 @@
+//! The run's results, merged over queues and reduced to what the reports print.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use virtio_blk_mq::QueueStats;
+
+use crate::histogram::DirStats;
+
+/// The percentiles fio prints by default.
+pub const PERCENTILES: [f64; 17] = [
+    1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95,
+    99.99,
+];
+
+/// Completion latency figures, in nanoseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Clat {
+    /// Samples.
+    pub samples: u64,
+    /// Smallest.
+    pub min: u64,
+    /// Largest.
+    pub max: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub stddev: f64,
+    /// `(percentile, value)` for each of [`PERCENTILES`] (zeros without samples).
+    pub percentiles: Vec<(f64, u64)>,
+}
+
+/// One direction, all queues together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DirSummary {
+    /// Requests completed successfully.
+    pub ios: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Requests per second over the run.
+    pub iops: f64,
+    /// Bytes per second over the run.
+    pub bw_bytes: f64,
+    /// Completion latencies.
+    pub clat: Clat,
+}
+
+impl DirSummary {
+    /// Reduces one direction's merged results over a run of `seconds`.
+    pub fn new(stats: &DirStats, seconds: f64) -> DirSummary {
+        let clat = if stats.ios == 0 {
+            Clat {
+                percentiles: PERCENTILES.iter().map(|&p| (p, 0)).collect(),
+                ..Clat::default()
+            }
+        } else {
+            Clat {
+                samples: stats.ios,
+                min: stats.min_ns,
+                max: stats.max_ns,
+                mean: stats.mean_ns(),
+                stddev: stats.stddev_ns(),
+                percentiles: PERCENTILES
+                    .iter()
+                    // The top of a bucket may lie above the largest value seen.
+                    .map(|&p| (p, stats.clat.value_at_quantile(p / 100.0).min(stats.max_ns)))
+                    .collect(),
+            }
+        };
+        let seconds = seconds.max(1e-9);
+        DirSummary {
+            ios: stats.ios,
+            bytes: stats.bytes,
+            iops: stats.ios as f64 / seconds,
+            bw_bytes: stats.bytes as f64 / seconds,
+            clat,
+        }
+    }
+}
+
+/// What the job was, and what it measured.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Job name.
+    pub name: String,
+    /// The I/O pattern as fio names it (`randread`, `randrw`, ...).
+    pub rw: String,
+    /// Bytes per request.
+    pub block_size: u64,
+    /// `split` or `packed`.
+    pub ring: String,
+    /// Queues (one CPU or thread each).
+    pub queues: u16,
+    /// Requests in flight per queue.
+    pub iodepth: u16,
+    /// `poll`, `irq` or `hybrid`.
+    pub mode: String,
+    /// What backs the disk (`null`, `ram`, `file`, ...).
+    pub disk: String,
+    /// The slowest queue's run time, ms.
+    pub runtime_ms: u64,
+    /// The fastest queue's run time, ms.
+    pub min_runtime_ms: u64,
+    /// Reads.
+    pub read: DirSummary,
+    /// Writes.
+    pub write: DirSummary,
+    /// The driver's counters, summed over queues.
+    pub stats: QueueStats,
+    /// Used-buffer notifications the device sent (where known).
+    pub used_notifications: u64,
+    /// Notification waits that timed out.
+    pub irq_timeouts: u64,
+    /// Failed requests, plus protocol violations seen.
+    pub errors: u64,
+    /// Reads that returned the wrong data.
+    pub verify_errors: u64,
+}
+
+/// Adds one queue's counters into a total.
+pub fn add_stats(total: &mut QueueStats, more: &QueueStats) {
+    total.submitted += more.submitted;
+    total.completed += more.completed;
+    total.commits += more.commits;
+    total.kicks += more.kicks;
+    total.empty_polls += more.empty_polls;
+    total.interrupts += more.interrupts;
+}
+
+impl Summary {
+    /// Completed requests (any result), the denominator of the per-I/O figures.
+    fn completed(&self) -> f64 {
+        self.stats.completed.max(1) as f64
+    }
+
+    /// Doorbells per request.
+    pub fn kicks_per_io(&self) -> f64 {
+        self.stats.kicks as f64 / self.completed()
+    }
+
+    /// Commits (published batches) per request.
+    pub fn commits_per_io(&self) -> f64 {
+        self.stats.commits as f64 / self.completed()
+    }
+
+    /// Polls that found nothing, per request.
+    pub fn empty_polls_per_io(&self) -> f64 {
+        self.stats.empty_polls as f64 / self.completed()
+    }
+
+    /// Whether the run failed: any error or wrong data.
+    pub fn failed(&self) -> bool {
+        self.errors > 0 || self.verify_errors > 0
+    }
+}

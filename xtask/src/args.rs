@@ -1,0 +1,192 @@
+//! Flags of `cargo xtask guest`, shaped like the bench CLI's.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Project tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about)]
+pub struct Cli {
+    /// The task.
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Task {
+    /// Build the guest kernel and run a job in QEMU; exit 0 only if it passed.
+    Guest(GuestArgs),
+}
+
+/// One guest run.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GuestArgs {
+    /// Virtqueue layout.
+    #[arg(long, value_enum, default_value_t = Ring::Packed)]
+    pub ring: Ring,
+    /// Request queues: one vCPU owns each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub queues: u16,
+    /// vCPUs (default: one per queue).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub smp: Option<u16>,
+    /// I/O pattern: randread, randwrite, randrw, read, write.
+    #[arg(long, default_value = "randread", value_parser = ["randread", "randwrite", "randrw", "read", "write"])]
+    pub rw: String,
+    /// Percentage of reads with --rw randrw.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub rwmixread: u8,
+    /// Block size per request (512 ... 1m).
+    #[arg(long, default_value = "4k")]
+    pub bs: String,
+    /// Requests kept in flight per queue.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub iodepth: u16,
+    /// Seconds to run (fractions allowed).
+    #[arg(long, default_value = "5")]
+    pub runtime: String,
+    /// Stamp every written block, check every read (needs a disk that keeps data).
+    #[arg(long)]
+    pub verify: bool,
+    /// How the driver learns about completions.
+    #[arg(long, value_enum, default_value_t = Mode::Poll)]
+    pub mode: Mode,
+    /// virtio-pci interrupt delivery in irq/hybrid mode.
+    #[arg(long, value_enum, default_value_t = Irq::Msix)]
+    pub irq: Irq,
+    /// Device transport: virtio-pci (`pc` machine) or virtio-mmio (`microvm`).
+    #[arg(long, value_enum, default_value_t = TransportKind::Pci)]
+    pub transport: TransportKind,
+    /// Backend: `null` (stores nothing, reads zeroes), `ram` (a temporary
+    /// sparse file, removed afterwards) or `file:PATH` (a raw image).
+    #[arg(long, default_value = "null", value_parser = parse_disk)]
+    pub disk: Disk,
+    /// Disk size in bytes (1g, 64m, ...) for null and ram disks.
+    #[arg(long, default_value = "1g")]
+    pub size: String,
+    /// Accelerator: `auto` probes KVM and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+    /// Seconds before a hung guest is killed (default: runtime + 60).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Guest memory.
+    #[arg(long, default_value = "256M")]
+    pub memory: String,
+    /// Job name in the report.
+    #[arg(long, default_value = "vblk")]
+    pub name: String,
+}
+
+/// Virtqueue layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Ring {
+    /// Split virtqueues.
+    Split,
+    /// Packed virtqueues.
+    Packed,
+}
+
+/// Completion mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Busy-poll.
+    Poll,
+    /// Sleep until the used-buffer interrupt.
+    Irq,
+    /// Poll while busy, then sleep.
+    Hybrid,
+}
+
+/// virtio-pci interrupt delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Irq {
+    /// One MSI-X vector per queue, aimed at the queue's vCPU.
+    Msix,
+    /// The INTx line through the I/O APIC.
+    Intx,
+}
+
+/// Device transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// virtio-blk-pci on the `pc` machine.
+    Pci,
+    /// virtio-blk-device on `microvm`.
+    Mmio,
+}
+
+/// Accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Accel {
+    /// KVM if a probe boot works, TCG otherwise.
+    Auto,
+    /// KVM only.
+    Kvm,
+    /// TCG (multi-threaded) only.
+    Tcg,
+}
+
+/// What backs the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disk {
+    /// QEMU's null-co driver.
+    Null,
+    /// A temporary sparse file.
+    Ram,
+    /// A raw image file.
+    File(PathBuf),
+}
+
+fn parse_disk(s: &str) -> Result<Disk, String> {
+    match s {
+        "null" => Ok(Disk::Null),
+        "ram" => Ok(Disk::Ram),
+        _ => match s.strip_prefix("file:") {
+            Some("") | None => Err("expected null, ram or file:PATH".into()),
+            Some(path) => Ok(Disk::File(path.into())),
+        },
+    }
+}
+
+/// Parses a byte count with an optional binary suffix (as the bench CLI does).
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, suffix) = lower.split_at(end);
+    let shift = match suffix {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_parse() {
+        assert_eq!(parse_disk("null"), Ok(Disk::Null));
+        assert_eq!(
+            parse_disk("file:/tmp/a.img"),
+            Ok(Disk::File("/tmp/a.img".into()))
+        );
+        assert!(parse_disk("file:").is_err());
+        assert!(parse_disk("nvme").is_err());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("64m"), Some(64 << 20));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("1x"), None);
+    }
+}

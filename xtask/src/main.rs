@@ -1,0 +1,28 @@
+//! Project tasks.
+//!
+//! `cargo xtask guest [flags]` builds the guest kernel (`guest/`, its own
+//! workspace) and runs one fio-style job in QEMU: virtio-blk-pci on the `pc`
+//! machine or virtio-blk-device (virtio-mmio) on `microvm`, a null or file
+//! backend, one vCPU per queue. The guest's report goes to stdout; the exit
+//! status is 0 only when the guest passed.
+#![deny(missing_docs)]
+
+mod args;
+mod qemu;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match cli.task {
+        args::Task::Guest(guest) => match qemu::run(&guest) {
+            Ok(outcome) => outcome.exit_code(),
+            Err(error) => {
+                eprintln!("xtask guest: error: {error}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,196 @@
+//! The guest kernel under QEMU (TCG where KVM does not work): each test runs
+//! `cargo xtask guest` with a short job and checks the exit status and the
+//! guest's JSON report. QEMU must be installed (`scripts/test.sh` installs
+//! it); if it cannot run, these tests fail, never skip.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Once;
+
+use vblk_report::verify;
+
+const QEMU: &str = "qemu-system-x86_64";
+
+/// Fails loudly, once, when QEMU is missing.
+fn require_qemu() {
+    static CHECK: Once = Once::new();
+    CHECK.call_once(|| {
+        let ok = Command::new(QEMU)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "{QEMU} cannot run: the guest tests need it (apt-get install qemu-system-x86; \
+             ./scripts/test.sh installs it)"
+        );
+    });
+}
+
+/// Runs `cargo xtask guest ARGS` (through the built runner).
+fn guest(args: &[&str]) -> Output {
+    require_qemu();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command.arg("guest");
+    if !args.contains(&"--runtime") {
+        command.args(["--runtime", "1"]);
+    }
+    // One test lets the runner probe KVM; the rest save the probe's time.
+    if !args.contains(&"--accel") {
+        command.args(["--accel", "tcg"]);
+    }
+    let output = command.args(args).output().expect("the xtask binary runs");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// The guest's JSON report line.
+fn report(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("{\"fio version\""))
+        .unwrap_or_else(|| panic!("no JSON report in the guest's output:\n{stdout}"));
+    serde_json::from_str(line).expect("the report is valid JSON")
+}
+
+/// Asserts the run passed and returns its report.
+fn passed(args: &[&str]) -> serde_json::Value {
+    let output = guest(args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the guest run failed ({}):\n{stdout}",
+        output.status
+    );
+    assert!(
+        stdout.contains("Run status group 0 (all jobs):"),
+        "{stdout}"
+    );
+    let json = report(&output);
+    assert_eq!(json["jobs"][0]["error"], 0);
+    assert_eq!(json["vblk"]["errors"], 0);
+    assert_eq!(json["vblk"]["verify_errors"], 0);
+    json
+}
+
+fn total_ios(json: &serde_json::Value) -> u64 {
+    let job = &json["jobs"][0];
+    job["read"]["total_ios"].as_u64().unwrap() + job["write"]["total_ios"].as_u64().unwrap()
+}
+
+#[test]
+fn packed_two_queues_on_two_vcpus_verify() {
+    let json = passed(&[
+        "--ring", "packed", "--queues", "2", "--smp", "2", "--rw", "randrw", "--verify", "--disk",
+        "ram", "--size", "64m",
+    ]);
+    assert_eq!(json["vblk"]["ring"], "packed");
+    assert_eq!(json["vblk"]["queues"], 2);
+    let job = &json["jobs"][0];
+    assert!(job["read"]["total_ios"].as_u64().unwrap() > 0);
+    assert!(job["write"]["total_ios"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn split_one_queue() {
+    let json = passed(&["--ring", "split", "--queues", "1"]);
+    assert_eq!(json["vblk"]["ring"], "split");
+    assert_eq!(json["jobs"][0]["job options"]["numjobs"], "1");
+    assert!(total_ios(&json) > 0);
+}
+
+#[test]
+fn interrupt_mode_with_msix_per_queue() {
+    let json = passed(&["--mode", "irq", "--queues", "2", "--smp", "2"]);
+    assert_eq!(json["vblk"]["mode"], "irq");
+    assert!(json["vblk"]["interrupts"].as_u64().unwrap() > 0);
+    assert!(json["vblk"]["used_notifications"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn hybrid_mode_with_intx() {
+    let json = passed(&[
+        "--mode",
+        "hybrid",
+        "--irq",
+        "intx",
+        "--ring",
+        "split",
+        "--iodepth",
+        "4",
+    ]);
+    assert_eq!(json["vblk"]["mode"], "hybrid");
+    assert!(total_ios(&json) > 0);
+}
+
+#[test]
+fn virtio_mmio_on_microvm() {
+    let json = passed(&[
+        "--transport",
+        "mmio",
+        "--queues",
+        "2",
+        "--smp",
+        "2",
+        "--mode",
+        "irq",
+        "--rw",
+        "randrw",
+        "--verify",
+        "--disk",
+        "ram",
+        "--size",
+        "16m",
+    ]);
+    assert!(total_ios(&json) > 0);
+    assert!(json["vblk"]["interrupts"].as_u64().unwrap() > 0);
+}
+
+/// The guest writes every block of a raw file sequentially with the verify
+/// stamp; the host then reads the file and checks each block's stamp.
+#[test]
+fn raw_file_written_by_the_guest_checks_on_the_host() {
+    const SIZE: u64 = 2 << 20;
+    const BS: usize = 4096;
+    let path = std::env::temp_dir().join(format!("vblk-guest-test-{}.img", std::process::id()));
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(SIZE))
+        .expect("create the image");
+    let disk = format!("file:{}", path.display());
+    let json = passed(&[
+        "--rw", "write", "--verify", "--disk", &disk, "--queues", "2", "--smp", "2", "--bs", "4k",
+    ]);
+    let written = json["jobs"][0]["write"]["total_ios"].as_u64().unwrap();
+    assert!(
+        written >= SIZE / BS as u64,
+        "only {written} writes: not every block was written"
+    );
+    let image = std::fs::read(Path::new(&path)).expect("read the image back");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(image.len() as u64, SIZE);
+    for (block, data) in image.chunks_exact(BS).enumerate() {
+        let sector = (block * BS / verify::SECTOR) as u64;
+        if let Err(mismatch) = verify::check_stamped(data, sector) {
+            panic!(
+                "block {block}: sector {}: {}",
+                mismatch.sector, mismatch.what
+            );
+        }
+    }
+}
+
+#[test]
+fn a_hung_guest_is_killed_and_reported_as_a_failure() {
+    let output = guest(&["--runtime", "30", "--timeout", "2"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not finish within 2 s"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_refused_before_qemu_runs() {
+    let output = guest(&["--verify"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--verify needs a disk"));
+}

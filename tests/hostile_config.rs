@@ -47,6 +47,17 @@ fn impossible_values_are_refused(ring: RingKind) {
         refused(ring, |c| c.size_max = 511),
         Error::BadConfig("size_max")
     );
+    assert_eq!(
+        refused(ring, |c| c.size_max = 1),
+        Error::BadConfig("size_max")
+    );
+    // 0 means "no limit" (QEMU's vhost-user export sends it), as in Linux.
+    let unlimited = setup(SimConfig {
+        size_max: 0,
+        ..sim_config(ring)
+    })
+    .expect("size_max 0 is accepted");
+    assert_eq!(unlimited.info().max_segment_size, u32::MAX);
     // topology.physical_block_exp at config offset 24: 2^200 blocks.
     assert_eq!(
         refused(ring, |c| c.config_patches = vec![(24, vec![200])]),

@@ -203,13 +203,13 @@ pub(crate) fn read_device_info<T: Transport>(
         }
         max_segments = max_segments.min(raw.seg_max.min(u32::from(u16::MAX)) as u16);
     }
-    let max_segment_size = if features.contains(Features::BLK_SIZE_MAX) {
-        if raw.size_max < 512 {
-            return Err(Error::BadConfig("size_max"));
-        }
-        raw.size_max
-    } else {
-        u32::MAX
+    // QEMU's vhost-user-blk export offers SIZE_MAX and leaves the field 0;
+    // like Linux, read 0 as "no limit". Anything else below a sector could
+    // never carry a request.
+    let max_segment_size = match (features.contains(Features::BLK_SIZE_MAX), raw.size_max) {
+        (false, _) | (true, 0) => u32::MAX,
+        (true, 1..=511) => return Err(Error::BadConfig("size_max")),
+        (true, size) => size,
     };
     let device_queues = if features.contains(Features::BLK_MQ) {
         if raw.num_queues == 0 {

@@ -453,18 +453,11 @@ impl Transport for VhostUserTransport {
         DEVICE_TYPE_BLOCK
     }
 
-    /// The backend's features. One quirk is smoothed over: QEMU's
-    /// vhost-user-blk export offers SIZE_MAX with `size_max` left at 0,
-    /// which Linux reads as "no limit"; the bit is hidden then, which means
-    /// the same to the driver.
+    /// The backend's features, as offered. (QEMU's vhost-user-blk export
+    /// offers SIZE_MAX with `size_max` 0; the driver reads that as "no
+    /// limit", as Linux does.)
     fn device_features(&mut self) -> u64 {
-        let mut features = self.offered;
-        if features & Features::BLK_SIZE_MAX.bits() != 0
-            && self.read_config_u32(blk_config::SIZE_MAX) == 0
-        {
-            features &= !Features::BLK_SIZE_MAX.bits();
-        }
-        features
+        self.offered
     }
 
     fn set_driver_features(&mut self, features: u64) {

@@ -170,6 +170,8 @@ pub(super) struct Inner<H: Hal, N: QueueNotifier> {
     pub(super) clock: u32,
     /// The memory was handed back after a reset; the drop must not release it again.
     pub(super) reclaimed: bool,
+    /// Longest chain the ring can ever take (fixed at setup).
+    pub(super) max_chain: usize,
 }
 
 /// One virtio-blk request queue. `Send`, not `Sync`: exactly one CPU owns it.
@@ -205,6 +207,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         teardown: Arc<Teardown<H>>,
     ) -> Result<Self, Error> {
         let size = ring.size();
+        let max_chain = ring.max_chain();
         let slab = Slab::new(hal, size)?;
         let slots = (0..size)
             .map(|_| Slot {
@@ -237,6 +240,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 teardown,
                 clock: 0,
                 reclaimed: false,
+                max_chain,
             }),
             _not_sync: core::marker::PhantomData,
         })

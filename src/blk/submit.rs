@@ -42,7 +42,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         if !self.inner.info.flush {
             return Err(Error::NotSupported("flush"));
         }
-        self.place(Op::Flush, 0, &[], None, None, tag)
+        self.place(Op::Flush, 0, Payload::Empty, None, tag)
     }
 
     /// Discards `sectors` sectors from `sector`.
@@ -151,7 +151,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 }
             }
         }
-        self.place(op, sector, &data, None, None, tag)
+        self.place(op, sector, Payload::Data(&data), None, tag)
     }
 
     /// Checks that apply to every request.
@@ -171,9 +171,12 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         if bytes == 0 {
             return Err(Error::Empty);
         }
+        // block_size is a power of two of at least a sector (checked at
+        // setup), so alignment is a mask, not a division. Compared in sectors
+        // so a huge sector number cannot overflow.
         let block = u64::from(info.block_size);
-        // Compared in sectors so a huge sector number cannot overflow.
-        if !bytes.is_multiple_of(block) || !sector.is_multiple_of(block / SECTOR_SIZE) {
+        let block_sectors = block / SECTOR_SIZE;
+        if bytes & (block - 1) != 0 || sector & (block_sectors - 1) != 0 {
             return Err(Error::Misaligned);
         }
         match sector.checked_add(bytes / SECTOR_SIZE) {
@@ -224,7 +227,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
             device_writable: op.device_writes_data(),
         }];
         let mut buffer = Some(buffer);
-        match self.place(op, sector, &data, None, Some(&mut buffer), tag) {
+        match self.place(op, sector, Payload::Data(&data), Some(&mut buffer), tag) {
             Ok(()) => Ok(()),
             Err(error) => Err(Rejected {
                 error,
@@ -266,62 +269,75 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
             sectors,
             flags,
         };
-        self.place(op, 0, &[], Some(range), None, tag)
+        self.place(op, 0, Payload::Range(range), None, tag)
     }
 
-    /// Puts a checked request into the ring: header, `data`, the slot's
-    /// inline `range` if any, status. Moves `buffer` into the slot on success.
+    /// Puts a checked request into the ring: header, the payload, status.
+    /// Moves `buffer` into the slot on success.
     fn place(
         &mut self,
         op: Op,
         sector: u64,
-        data: &[Segment],
-        range: Option<InlineRange>,
+        payload: Payload<'_>,
         buffer: Option<&mut Option<DmaBuffer<H>>>,
         tag: u64,
     ) -> Result<(), Error> {
         let inner = &mut *self.inner;
         let memory = &mut *inner.memory;
-        let segments = data.len() + usize::from(range.is_some()) + 2;
-        if segments > memory.ring.max_chain() {
+        let segments = payload.segments() + 2;
+        if segments > inner.max_chain {
             // It would never fit: QueueFull would make the caller wait forever.
             return Err(Error::TooManySegments);
         }
         let id = memory.ring.next_id(segments).ok_or(Error::QueueFull)?;
         memory.slab.prepare(id, op.wire_type(), sector);
-        let mut chain: ArrayVec<Segment, MAX_CHAIN> = ArrayVec::new();
-        chain.push(Segment {
+        let header = Segment {
             addr: memory.slab.header_addr(id),
             len: BLK_REQ_HEADER_SIZE as u32,
             device_writable: false,
-        });
-        chain.extend(data.iter().copied());
-        if let Some(range) = range {
-            memory
-                .slab
-                .write_range(id, range.sector, range.sectors, range.flags);
-            chain.push(Segment {
-                addr: memory.slab.range_addr(id),
-                len: BLK_RANGE_SIZE as u32,
-                device_writable: false,
-            });
-        }
-        chain.push(Segment {
+        };
+        let status = Segment {
             addr: memory.slab.status_addr(id),
             len: 1,
             device_writable: true,
-        });
-        let writable: u32 = chain
-            .iter()
-            .filter(|segment| segment.device_writable)
-            .map(|segment| segment.len)
-            .fold(0, u32::saturating_add);
-        let placed = memory.ring.add(&chain);
+        };
+        // The common shapes go to the ring as fixed arrays: no chain is
+        // collected, and the writable bytes are known without a walk.
+        let (placed, data_writable) = match payload {
+            Payload::Empty => (memory.ring.add(&[header, status]), 0),
+            Payload::Range(range) => {
+                memory
+                    .slab
+                    .write_range(id, range.sector, range.sectors, range.flags);
+                let range = Segment {
+                    addr: memory.slab.range_addr(id),
+                    len: BLK_RANGE_SIZE as u32,
+                    device_writable: false,
+                };
+                (memory.ring.add(&[header, range, status]), 0)
+            }
+            Payload::Data(&[one]) => (
+                memory.ring.add(&[header, one, status]),
+                if one.device_writable { one.len } else { 0 },
+            ),
+            Payload::Data(data) => {
+                let mut chain: ArrayVec<Segment, MAX_CHAIN> = ArrayVec::new();
+                chain.push(header);
+                chain.extend(data.iter().copied());
+                chain.push(status);
+                let writable = data
+                    .iter()
+                    .filter(|segment| segment.device_writable)
+                    .map(|segment| segment.len)
+                    .fold(0, u32::saturating_add);
+                (memory.ring.add(&chain), writable)
+            }
+        };
         debug_assert_eq!(placed, id);
         let slot = &mut memory.slots[usize::from(id)];
         slot.tag = tag;
         slot.op = op;
-        slot.writable = writable;
+        slot.writable = data_writable.saturating_add(status.len);
         slot.buffer = buffer.and_then(Option::take);
         slot.in_flight = true;
         slot.batch = inner.stats.commits + 1;
@@ -331,6 +347,27 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         inner.stats.submitted += 1;
         inner.unpublished.push(id);
         Ok(())
+    }
+}
+
+/// What sits between a request's header and its status byte.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    /// Nothing (flush).
+    Empty,
+    /// The caller's data segments.
+    Data(&'a [Segment]),
+    /// One range kept in the slot's own slab entry.
+    Range(InlineRange),
+}
+
+impl Payload<'_> {
+    fn segments(&self) -> usize {
+        match self {
+            Payload::Empty => 0,
+            Payload::Data(data) => data.len(),
+            Payload::Range(_) => 1,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use crate::args::{Args, Peer};
 use crate::peer;
 use crate::sim_target::RunResult;
-use crate::summary::Summary;
+use crate::summary::summarize;
 use crate::vhost_target::{self, Backend};
 
 /// One run's figures.
@@ -27,7 +27,7 @@ struct Figures {
 }
 
 fn figures(args: &Args, run: &RunResult) -> Figures {
-    let summary = Summary::new(args, run);
+    let summary = summarize(args, run);
     let dir = if summary.read.ios >= summary.write.ios {
         &summary.read
     } else {

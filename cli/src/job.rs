@@ -8,8 +8,8 @@ use hdrhistogram::Histogram;
 use virtio_blk_mq::mq::{wait_for_completions, IrqWait};
 use virtio_blk_mq::{BlkQueue, Completion, DmaBuffer, Error, Hal, Mode, QueueNotifier};
 
-use crate::verify::{self, Verifier};
-use crate::workload::{Dir, Picker};
+use vblk_report::verify::{self, Verifier};
+use vblk_report::workload::{Dir, Picker};
 
 /// How long the drain may wait for requests in flight before giving up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

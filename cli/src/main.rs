@@ -15,20 +15,18 @@
 mod args;
 mod compare;
 mod job;
-mod json;
 mod peer;
 mod progress;
-mod report;
 mod sim_target;
 mod summary;
-mod verify;
 mod vhost_target;
-mod workload;
 
 use std::process::ExitCode;
 
 use args::{Args, OutputFormat, Target};
-use summary::Summary;
+
+/// What the JSON report's `fio version` field says.
+const REPORT_VERSION: &str = concat!("vblk-bench-", env!("CARGO_PKG_VERSION"));
 
 fn main() -> ExitCode {
     let mut args = Args::parse_checked();
@@ -75,16 +73,25 @@ fn main() -> ExitCode {
     for violation in &run.violations {
         eprintln!("vblk-bench: device saw a driver protocol violation: {violation}");
     }
-    let summary = Summary::new(&args, &run);
+    let summary = summary::summarize(&args, &run);
     match args.output_format {
-        OutputFormat::Normal => print!("{}", report::normal(&summary)),
-        OutputFormat::Json => match serde_json::to_string_pretty(&json::report(&summary)) {
-            Ok(text) => println!("{text}"),
-            Err(error) => {
-                eprintln!("vblk-bench: error: cannot encode the report: {error}");
-                return ExitCode::FAILURE;
+        OutputFormat::Normal => print!(
+            "{}",
+            vblk_report::normal::normal(&summary, std::process::id())
+        ),
+        OutputFormat::Json => {
+            let line = vblk_report::json::report(&summary, REPORT_VERSION);
+            // Pretty-printed, as fio prints it; the guest prints the same one line.
+            match serde_json::from_str::<serde_json::Value>(&line)
+                .and_then(|value| serde_json::to_string_pretty(&value))
+            {
+                Ok(text) => println!("{text}"),
+                Err(error) => {
+                    eprintln!("vblk-bench: error: cannot encode the report: {error}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
     }
     if summary.failed() {
         eprintln!(

@@ -22,7 +22,7 @@ use crate::args::Args;
 use crate::job::{DirStats, QueueResult};
 use crate::sim_target::{RunResult, SetupError};
 use crate::vhost_target::memory_bytes;
-use crate::workload::{Dir, Picker};
+use vblk_report::workload::{Dir, Picker};
 
 /// How long the drain may wait for requests in flight before giving up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::args::Args;
-use crate::report::scaled;
+use vblk_report::normal::scaled;
 
 /// Runs shorter than this get no progress line.
 const MIN_RUNTIME_SECS: f64 = 2.0;

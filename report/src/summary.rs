@@ -45,34 +45,61 @@ pub struct DirSummary {
     pub clat: Clat,
 }
 
+impl Clat {
+    /// The figures of `samples` latencies; `value_at_quantile(q)` gives the
+    /// latency at quantile `q` (0..=1) from whatever histogram recorded them.
+    /// With no samples, everything is 0.
+    pub fn new(
+        samples: u64,
+        min: u64,
+        max: u64,
+        mean: f64,
+        stddev: f64,
+        value_at_quantile: impl Fn(f64) -> u64,
+    ) -> Clat {
+        if samples == 0 {
+            return Clat {
+                percentiles: PERCENTILES.iter().map(|&p| (p, 0)).collect(),
+                ..Clat::default()
+            };
+        }
+        Clat {
+            samples,
+            min,
+            max,
+            mean,
+            stddev,
+            percentiles: PERCENTILES
+                .iter()
+                // The top of a bucket may lie above the largest value seen.
+                .map(|&p| (p, value_at_quantile(p / 100.0).min(max)))
+                .collect(),
+        }
+    }
+}
+
 impl DirSummary {
     /// Reduces one direction's merged results over a run of `seconds`.
     pub fn new(stats: &DirStats, seconds: f64) -> DirSummary {
-        let clat = if stats.ios == 0 {
-            Clat {
-                percentiles: PERCENTILES.iter().map(|&p| (p, 0)).collect(),
-                ..Clat::default()
-            }
-        } else {
-            Clat {
-                samples: stats.ios,
-                min: stats.min_ns,
-                max: stats.max_ns,
-                mean: stats.mean_ns(),
-                stddev: stats.stddev_ns(),
-                percentiles: PERCENTILES
-                    .iter()
-                    // The top of a bucket may lie above the largest value seen.
-                    .map(|&p| (p, stats.clat.value_at_quantile(p / 100.0).min(stats.max_ns)))
-                    .collect(),
-            }
-        };
+        let clat = Clat::new(
+            stats.ios,
+            stats.min_ns,
+            stats.max_ns,
+            stats.mean_ns(),
+            stats.stddev_ns(),
+            |q| stats.clat.value_at_quantile(q),
+        );
+        DirSummary::from_clat(stats.ios, stats.bytes, seconds, clat)
+    }
+
+    /// One direction's figures from its totals and latencies over `seconds`.
+    pub fn from_clat(ios: u64, bytes: u64, seconds: f64, clat: Clat) -> DirSummary {
         let seconds = seconds.max(1e-9);
         DirSummary {
-            ios: stats.ios,
-            bytes: stats.bytes,
-            iops: stats.ios as f64 / seconds,
-            bw_bytes: stats.bytes as f64 / seconds,
+            ios,
+            bytes,
+            iops: ios as f64 / seconds,
+            bw_bytes: bytes as f64 / seconds,
             clat,
         }
     }

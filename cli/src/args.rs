@@ -111,6 +111,16 @@ pub struct Args {
     #[arg(long, value_name = "START..END", value_parser = parse_sector_range)]
     pub inject_ioerr: Option<Range<u64>>,
 
+    /// Simulated device only: queue 0 takes requests but never completes
+    /// them, to see the request timeout fire.
+    #[arg(long)]
+    pub inject_stall: bool,
+
+    /// Seconds a request may stay in flight before the run fails with it
+    /// reported (a device that stopped answering).
+    #[arg(long, default_value = "30", value_parser = parse_runtime)]
+    pub request_timeout: f64,
+
     /// Job name shown in the report.
     #[arg(long, default_value = "vblk")]
     pub name: String,
@@ -267,8 +277,8 @@ impl Args {
                     "--verify needs a disk that keeps data: --target sim --disk ram".into(),
                 );
             }
-            if self.inject_ioerr.is_some() {
-                return Err("--inject-ioerr is for --target sim".into());
+            if self.inject_ioerr.is_some() || self.inject_stall {
+                return Err("--inject-ioerr and --inject-stall are for --target sim".into());
             }
         }
         if self.peer.is_some() {

@@ -14,6 +14,9 @@ use vblk_report::workload::{Dir, Picker};
 /// How long the drain may wait for requests in flight before giving up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One tick of the queue's request clock (`BlkQueue::check_timeouts`).
+const TIMEOUT_TICK: Duration = Duration::from_millis(10);
+
 /// Empty polls between two looks at the clock.
 const CLOCK_EVERY_EMPTY_POLLS: u32 = 256;
 
@@ -42,6 +45,8 @@ pub struct JobSpec {
     pub spin_budget: u32,
     /// How long to keep submitting.
     pub runtime: Duration,
+    /// How long a request may stay in flight before the job gives up on it.
+    pub request_timeout: Duration,
     /// A polling queue gives its CPU away now and then while idle: there are
     /// more spinning threads (driver and device) than CPUs.
     pub yield_when_idle: bool,
@@ -172,7 +177,19 @@ pub fn run<H: Hal, N: QueueNotifier, W: IrqWait>(
     let mut now = start;
     let mut empty_polls = 0u32;
     let mut completed = 0u64;
+    // The queue's request clock ticks every TIMEOUT_TICK of our time.
+    let mut next_tick = start + TIMEOUT_TICK;
+    let timeout_ticks = (spec.request_timeout.as_nanos() / TIMEOUT_TICK.as_nanos()).max(1);
+    let timeout_ticks = u32::try_from(timeout_ticks).unwrap_or(u32::MAX);
     loop {
+        if now >= next_tick {
+            next_tick = now + TIMEOUT_TICK;
+            if worker.report_overdue(queue, timeout_ticks) {
+                // The device sits on requests: waiting for them to drain would
+                // only wait longer.
+                break;
+            }
+        }
         if !worker.stopping && now >= deadline {
             worker.stopping = true;
         }
@@ -225,6 +242,27 @@ pub fn run<H: Hal, N: QueueNotifier, W: IrqWait>(
 }
 
 impl<'a, H: Hal> Worker<'a, H> {
+    /// Ticks the queue's request clock; requests in flight for `limit` ticks
+    /// are errors. True when there were any.
+    fn report_overdue<N: QueueNotifier>(&mut self, queue: &mut BlkQueue<H, N>, limit: u32) -> bool {
+        let queue_index = self.queue_index;
+        let timeout = self.spec.request_timeout;
+        let result = &mut self.result;
+        let overdue = queue.check_timeouts(limit, |o| {
+            result.errors += 1;
+            result.problem(|| {
+                format!(
+                    "queue {queue_index}: {:?} request {} in flight for over {timeout:?}: the device stopped answering",
+                    o.op, o.tag
+                )
+            });
+        });
+        if overdue > 0 {
+            self.stopping = true;
+        }
+        overdue > 0
+    }
+
     fn new(index: usize, hal: &H, spec: &'a JobSpec) -> Result<Worker<'a, H>, Box<QueueResult>> {
         let mut result = QueueResult {
             read: DirStats::new(),

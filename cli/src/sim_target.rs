@@ -123,6 +123,9 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
             event
         })
         .collect();
+    if args.inject_stall {
+        sim.stall(0, true);
+    }
     let threads = sim.spawn(if args.device_polls() {
         ThreadMode::Poll
     } else {
@@ -138,6 +141,7 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
         verify: args.verify,
         spin_budget: args.spin_budget,
         runtime: Duration::from_secs_f64(args.runtime),
+        request_timeout: Duration::from_secs_f64(args.request_timeout),
         yield_when_idle: {
             let device_threads = if args.device_polls() { args.queues } else { 0 };
             usize::from(args.queues + device_threads) > available_cpus()

@@ -121,6 +121,7 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
         verify: false,
         spin_budget: args.spin_budget,
         runtime: Duration::from_secs_f64(args.runtime),
+        request_timeout: Duration::from_secs_f64(args.request_timeout),
         // The daemon's thread needs a CPU too.
         yield_when_idle: usize::from(args.queues) + 1 > available_cpus(),
     };

@@ -165,6 +165,28 @@ fn an_injected_io_error_fails_the_run() {
 }
 
 #[test]
+fn a_device_that_stops_answering_fails_the_run_by_request_timeout() {
+    let output = vblk_bench(&[
+        "--inject-stall",
+        "--request-timeout",
+        "0.3",
+        "--runtime",
+        "5",
+        "--iodepth",
+        "4",
+    ]);
+    assert!(
+        !output.status.success(),
+        "a stalled device must fail the run"
+    );
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains("in flight for over") && stderr.contains("stopped answering"),
+        "the timeout names the overdue request: {stderr}"
+    );
+}
+
+#[test]
 fn normal_report_reads_like_fio() {
     let output = vblk_bench(&["--runtime", "0.2", "--name", "job1"]);
     assert!(output.status.success(), "stderr: {}", stderr(&output));

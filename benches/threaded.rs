@@ -151,7 +151,8 @@ impl Rig {
             })
             .collect();
         assert_eq!(drivers.len(), usize::from(queues), "one queue per driver");
-        let threads = sim.spawn(ThreadMode::Poll);
+        // Driver i on CPU i, its device thread on the next CPUs.
+        let threads = sim.spawn_pinned(ThreadMode::Poll, usize::from(queues));
         assert_eq!(
             threads.len(),
             usize::from(queues),

@@ -126,11 +126,15 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
     if args.inject_stall {
         sim.stall(0, true);
     }
-    let threads = sim.spawn(if args.device_polls() {
-        ThreadMode::Poll
-    } else {
-        ThreadMode::Sleep
-    });
+    // Device threads go on the CPUs after the drivers' (wrapping around).
+    let threads = sim.spawn_pinned(
+        if args.device_polls() {
+            ThreadMode::Poll
+        } else {
+            ThreadMode::Sleep
+        },
+        usize::from(args.queues),
+    );
 
     let spec = JobSpec {
         block_size: args.bs,

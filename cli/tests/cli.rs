@@ -136,10 +136,15 @@ fn split_sequential_write_then_modes_irq_and_hybrid_complete_without_errors() {
 }
 
 #[test]
-fn poll_mode_against_a_polling_device_never_kicks() {
+fn poll_mode_against_a_polling_device_almost_never_kicks() {
     let (output, report) = json_run(&["--ring", "packed", "--iodepth", "32"]);
     assert!(output.status.success(), "stderr: {}", stderr(&output));
-    assert_eq!(u64_at(&report, "/vblk/kicks"), 0);
+    // The device's thread starts with kicks enabled and turns them off at
+    // its first look at the ring: a commit or two before that may kick,
+    // none after.
+    let kicks = u64_at(&report, "/vblk/kicks");
+    assert!(kicks <= 2, "{kicks} kicks against a polling device");
+    assert!(u64_at(&report, "/vblk/completed") > 1000);
     assert_eq!(u64_at(&report, "/vblk/used_notifications"), 0);
 }
 

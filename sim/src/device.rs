@@ -406,6 +406,14 @@ impl SimDevice {
 
     /// Starts one device thread per queue enabled now; see [`ThreadMode`].
     pub fn spawn(&self, mode: ThreadMode) -> SimThreads {
-        SimThreads::start(self.shared.clone(), mode)
+        SimThreads::start(self.shared.clone(), mode, None)
+    }
+
+    /// Like [`SimDevice::spawn`], with queue `q`'s thread pinned to CPU
+    /// `(first_cpu + q) % CPUs`: benchmarks keep the device threads off the
+    /// CPUs their driver threads spin on, instead of leaving the scheduler to
+    /// stack a busy-polling driver and its device on one CPU.
+    pub fn spawn_pinned(&self, mode: ThreadMode, first_cpu: usize) -> SimThreads {
+        SimThreads::start(self.shared.clone(), mode, Some(first_cpu))
     }
 }

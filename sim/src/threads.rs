@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use virtio_blk_mq::mq::pin_current_thread;
+
 use crate::device::{lock, Shared};
 use crate::queue::Kicks;
 
@@ -27,7 +29,11 @@ pub struct SimThreads {
 }
 
 impl SimThreads {
-    pub(crate) fn start(shared: Arc<Shared>, mode: ThreadMode) -> SimThreads {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        mode: ThreadMode,
+        first_cpu: Option<usize>,
+    ) -> SimThreads {
         let stop = Arc::new(AtomicBool::new(false));
         // Counted before any thread runs, so no kick is skipped as "inline".
         let enabled = (0..shared.queues.len())
@@ -40,9 +46,14 @@ impl SimThreads {
                 let (shared, stop) = (shared.clone(), stop.clone());
                 std::thread::Builder::new()
                     .name(format!("virtio-blk-sim-q{q}"))
-                    .spawn(move || match mode {
-                        ThreadMode::Poll => poll_loop(&shared, &stop, q),
-                        ThreadMode::Sleep => sleep_loop(&shared, &stop, q),
+                    .spawn(move || {
+                        if let Some(first) = first_cpu {
+                            pin_current_thread(first + usize::from(q));
+                        }
+                        match mode {
+                            ThreadMode::Poll => poll_loop(&shared, &stop, q),
+                            ThreadMode::Sleep => sleep_loop(&shared, &stop, q),
+                        }
                     })
                     .map_err(|e| log::error!("virtio-blk-sim: cannot start a device thread: {e}"))
                     .ok()

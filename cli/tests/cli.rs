@@ -130,7 +130,9 @@ fn split_sequential_write_then_modes_irq_and_hybrid_complete_without_errors() {
                 u64_at(&report, "/vblk/interrupts") > 0,
                 "irq mode never slept"
             );
-            assert_eq!(u64_at(&report, "/vblk/irq_timeouts"), 0);
+            // A lost notification would end nearly every wait by its 100 ms
+            // slice; allow a couple for a device thread descheduled that long.
+            assert!(u64_at(&report, "/vblk/irq_timeouts") <= 2);
         }
     }
 }

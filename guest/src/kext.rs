@@ -250,15 +250,10 @@ fn run_job(options: &Options, cpus: usize, disk: &'static Disk) -> Result<Summar
             None => return Err(format!("CPU {cpu} could not take its queue from the kext")),
         }
     }
+    // Read once, so the line and the report agree.
+    let (interrupts, timed_out) = (disk.interrupts(), disk.waits_timed_out());
     println!(
-        "vblk-guest: kext: {} used-buffer interrupts through attach_irq, {} sleeps timed out",
-        disk.interrupts(),
-        disk.waits_timed_out()
+        "vblk-guest: kext: {interrupts} used-buffer interrupts through attach_irq, {timed_out} sleeps timed out"
     );
-    Ok(blkdev::summarize(
-        options,
-        &finished,
-        disk.interrupts(),
-        disk.waits_timed_out(),
-    ))
+    Ok(blkdev::summarize(options, &finished, interrupts, timed_out))
 }

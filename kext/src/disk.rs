@@ -305,7 +305,14 @@ impl Seat {
         };
         let mut result = None;
         for _ in 0..rounds {
-            queue.poll(1, |completion| result = Some(completion.result));
+            // A native owner may have given the queue back with requests
+            // in flight: their completions are not ours (their buffers are
+            // dropped here, the device being done with them).
+            queue.poll(usize::from(queue.size()), |completion| {
+                if completion.tag == SYNC_TAG {
+                    result = Some(completion.result);
+                }
+            });
             if let Some(result) = result {
                 if result == Err(virtio_blk_mq::Error::DeviceBroken) {
                     self.retired = true;
@@ -322,7 +329,9 @@ impl Seat {
 
 /// A queue taken by its owner for the native per-CPU path. Dereferences to
 /// the driver's [`BlkQueue`] (read/write/submit_raw, commit, poll, ...);
-/// goes back to its seat when dropped.
+/// goes back to its seat when dropped. Drain it first: completions of
+/// requests still in flight then are discarded by the synchronous path
+/// (tags are the owner's; the synchronous path uses `u64::MAX`).
 pub struct CpuQueue {
     disk: &'static Disk,
     index: usize,

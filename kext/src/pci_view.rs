@@ -202,10 +202,14 @@ impl ConfigView {
 
     fn write(&self, offset: usize, bytes: &[u8]) {
         let start = offset & !3;
-        if start == header::COMMAND && offset + bytes.len() <= header::STATUS {
+        if start == header::COMMAND {
+            // The command half of the dword; the status half is read-only
+            // here (its error bits are write-one-to-clear on hardware).
             let mut command = self.command.get().to_le_bytes();
             for (i, b) in bytes.iter().enumerate() {
-                command[offset - start + i] = *b;
+                if let Some(byte) = command.get_mut(offset - start + i) {
+                    *byte = *b;
+                }
             }
             self.command.set(u16::from_le_bytes(command));
             return;

@@ -60,7 +60,8 @@ impl Prober {
                 return;
             }
         };
-        let queues = device.info().device_queues;
+        // BlkDevice::new set up this many queues.
+        let queues = config.queues.clamp(1, device.info().device_queues.max(1));
         let irq: &'static IrqState = Box::leak(Box::new(IrqState::new(usize::from(queues))));
         let disk: &'static Disk = Box::leak(Box::new(Disk::new(
             name,

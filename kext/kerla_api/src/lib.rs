@@ -10,9 +10,12 @@
 //! guest kernel in `guest/`) implements, the way Kerla's kernel implements
 //! its own `KernelOps`. Kexts never call those hooks themselves.
 //!
-//! What this stand-in has that Kerla main does not, each marked
+//! What kexts see here that Kerla main does not have, each marked
 //! "Extension" in its documentation: `driver::block` (PR #108) with four
-//! more methods, and `arch::{num_cpus, cpu_id}`.
+//! more methods, and `arch::{num_cpus, cpu_id}`. The kernel's side has
+//! constructors Kerla keeps private (`PciDevice::new`, `PciDevice::read`,
+//! `PciConfig::from_header`) and `kernel_ops::init_drivers()` without
+//! arguments (the device lists come from the hooks).
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

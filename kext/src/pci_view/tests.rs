@@ -180,6 +180,8 @@ fn command_writes_stay_in_the_view() {
     assert_eq!(view.read_u16(0x06), status);
     view.write_u8(0x05, 0);
     assert_eq!(view.read_u16(0x04), 0x0006);
+    view.write_u32(0x04, 0xffff_0002);
+    assert_eq!(view.read_u32(0x04), u32::from(status) << 16 | 0x0002);
 }
 
 #[test]

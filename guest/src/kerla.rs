@@ -75,7 +75,7 @@ fn run_line(line: usize) {
 /// Block drivers the kexts registered.
 static BLOCK_DRIVERS: SpinLock<Vec<Box<dyn BlockDriver>>> = SpinLock::new(Vec::new());
 /// The virtio-mmio devices of the command line.
-static MMIO_DEVICES: SpinLock<Vec<VirtioMmioDevice>> = SpinLock::new(Vec::new());
+static MMIO_DEVICES: SpinLock<Vec<MmioDevice>> = SpinLock::new(Vec::new());
 
 struct GuestOps;
 
@@ -147,7 +147,16 @@ impl KernelOps for GuestOps {
     }
 
     fn virtio_mmio_devices(&self) -> Vec<VirtioMmioDevice> {
-        MMIO_DEVICES.lock().clone()
+        MMIO_DEVICES
+            .lock()
+            .iter()
+            .filter_map(|d| {
+                Some(VirtioMmioDevice {
+                    mmio_base: PAddr::new(usize::try_from(d.base).ok()?),
+                    irq: u8::try_from(d.irq).ok()?,
+                })
+            })
+            .collect()
     }
 
     fn num_cpus(&self) -> usize {
@@ -182,15 +191,7 @@ fn pci_function(bus: u8, device: u8, function: u8) -> PciFunction {
 /// `kerla_api::kernel_ops::init` with this kernel's services; the
 /// virtio-mmio devices are the command line's.
 pub fn init(mmio: &[MmioDevice]) {
-    *MMIO_DEVICES.lock() = mmio
-        .iter()
-        .filter_map(|d| {
-            Some(VirtioMmioDevice {
-                mmio_base: PAddr::new(usize::try_from(d.base).ok()?),
-                irq: u8::try_from(d.irq).ok()?,
-            })
-        })
-        .collect();
+    *MMIO_DEVICES.lock() = mmio.to_vec();
     kerla_api::kernel_ops::init(&OPS);
 }
 

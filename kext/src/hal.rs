@@ -16,10 +16,14 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use kerla_api::address::PAddr;
-use kerla_api::arch::{KERNEL_STRAIGHT_MAP_PADDR_END, PAGE_SIZE};
+use kerla_api::arch::PAGE_SIZE;
 use kerla_api::mm::{alloc_pages, AllocPageFlags};
 use kerla_api::sync::SpinLock;
 use virtio_blk_mq::{Hal, PhysAddr};
+
+/// End of Kerla's straight map (its runtime's `KERNEL_STRAIGHT_MAP_PADDR_END`,
+/// which `kerla_api` does not re-export): physical memory below 4 GiB.
+const STRAIGHT_MAP_END: u64 = 1 << 32;
 
 /// DMA memory given back, by (physical address, pages). Used at setup and
 /// teardown only, never on the I/O path.
@@ -29,7 +33,7 @@ static POOL: SpinLock<Vec<(u64, usize)>> = SpinLock::new(Vec::new());
 pub(crate) fn in_straight_map(paddr: u64, len: usize) -> bool {
     paddr
         .checked_add(len as u64)
-        .is_some_and(|end| end <= KERNEL_STRAIGHT_MAP_PADDR_END as u64)
+        .is_some_and(|end| end <= STRAIGHT_MAP_END)
 }
 
 /// The kext's DMA and register services.

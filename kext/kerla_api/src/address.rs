@@ -1,9 +1,8 @@
 //! Physical and kernel-virtual addresses (Kerla's `kerla_api::address`).
 //!
-//! Physical memory below [`KERNEL_STRAIGHT_MAP_PADDR_END`] is mapped at
-//! [`KERNEL_BASE_ADDR`]` + paddr` (the straight map, or direct map): that is
-//! how the kernel reaches a page it allocated, and device registers below
-//! 4 GiB.
+//! Physical memory below 4 GiB is mapped at `0xffff_8000_0000_0000 +
+//! paddr` (the straight map, or direct map): that is how the kernel reaches
+//! a page it allocated, and device registers below 4 GiB.
 
 use core::fmt;
 
@@ -26,7 +25,7 @@ impl PAddr {
     }
 
     /// Where the straight map shows this address. Only meaningful below
-    /// [`KERNEL_STRAIGHT_MAP_PADDR_END`] (checked in debug builds).
+    /// 4 GiB (checked in debug builds).
     pub const fn as_vaddr(self) -> VAddr {
         debug_assert!(self.0 < KERNEL_STRAIGHT_MAP_PADDR_END);
         VAddr::new(self.0 + KERNEL_BASE_ADDR)
@@ -68,7 +67,7 @@ impl fmt::Display for PAddr {
 pub struct VAddr(usize);
 
 impl VAddr {
-    /// The address `addr` (at or above [`KERNEL_BASE_ADDR`], checked in debug builds).
+    /// The address `addr` (inside the straight map, checked in debug builds).
     pub const fn new(addr: usize) -> VAddr {
         debug_assert!(addr >= KERNEL_BASE_ADDR);
         VAddr(addr)

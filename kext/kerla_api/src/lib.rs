@@ -15,7 +15,9 @@
 //! more methods, and `arch::{num_cpus, cpu_id}`. The kernel's side has
 //! constructors Kerla keeps private (`PciDevice::new`, `PciDevice::read`,
 //! `PciConfig::from_header`) and `kernel_ops::init_drivers()` without
-//! arguments (the device lists come from the hooks).
+//! arguments (the device lists come from the hooks). Types derive what
+//! Kerla's derive and no more, so a kext cannot come to rely on a `Clone`
+//! Kerla lacks.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

@@ -14,8 +14,7 @@ use self::pci::PciDevice;
 
 /// A virtio-mmio device the boot loader named: its register window and
 /// interrupt line. (As in Kerla, no window size: virtio-mmio windows on
-/// QEMU are 0x200 bytes.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// QEMU are 0x200 bytes.) No derives, as in Kerla.
 pub struct VirtioMmioDevice {
     /// Physical address of the register window.
     pub mmio_base: PAddr,

@@ -44,7 +44,7 @@ pub enum Bar {
 /// ID, `data[1]` the next pointer). As in Kerla, the blob is as long as
 /// the capability's byte 2 says, which is `cap_len` for vendor-specific
 /// (virtio) capabilities and something else for most others.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct PciCapability {
     /// Capability ID.
     pub id: u8,
@@ -99,7 +99,7 @@ impl PciConfig {
 }
 
 /// A PCI function found at enumeration.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PciDevice {
     config: PciConfig,
     bus: u8,

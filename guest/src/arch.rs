@@ -101,6 +101,15 @@ pub fn enable_interrupts() {
     unsafe { asm!("sti", options(nomem, nostack)) }
 }
 
+/// Whether interrupts are on (RFLAGS.IF).
+#[inline]
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reads RFLAGS through the stack; changes nothing else.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
 /// Interrupts off.
 #[inline]
 pub fn disable_interrupts() {

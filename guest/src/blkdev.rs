@@ -141,6 +141,34 @@ fn pci_interrupts(
     ))
 }
 
+/// Every queue's job, over the first `size` bytes of a disk of
+/// `capacity_sectors` (all of it when `size` is 0), split evenly between
+/// the queues.
+pub fn job_spec(options: &Options, capacity_sectors: u64) -> Result<JobSpec, String> {
+    let disk_bytes = capacity_sectors * 512;
+    let region = if options.size == 0 {
+        disk_bytes
+    } else {
+        options.size.min(disk_bytes)
+    };
+    let blocks_per_queue = region / options.bs / u64::from(options.queues);
+    if blocks_per_queue == 0 {
+        return Err(format!(
+            "the disk ({disk_bytes} bytes) holds less than one block per queue"
+        ));
+    }
+    Ok(JobSpec {
+        block_size: options.bs,
+        blocks_per_queue,
+        random: options.rw.random(),
+        read_percent: options.rw.read_percent(options.rwmixread),
+        iodepth: options.iodepth,
+        verify: options.verify,
+        spin_budget: options.spin_budget,
+        runtime_ns: options.runtime_ms * 1_000_000,
+    })
+}
+
 fn mode_name(mode: cmdline::Mode) -> &'static str {
     match mode {
         cmdline::Mode::Poll => "poll",
@@ -190,18 +218,7 @@ fn run_device<T: Transport>(transport: T, options: &Options) -> Result<Summary, 
             queues.len()
         ));
     }
-    let disk_bytes = info.capacity_sectors * 512;
-    let region = if options.size == 0 {
-        disk_bytes
-    } else {
-        options.size.min(disk_bytes)
-    };
-    let blocks_per_queue = region / options.bs / u64::from(options.queues);
-    if blocks_per_queue == 0 {
-        return Err(format!(
-            "the disk ({disk_bytes} bytes) holds less than one block per queue"
-        ));
-    }
+    let spec = job_spec(options, info.capacity_sectors)?;
     println!(
         "vblk-guest: {} sectors, {:?} ring, features {:#x}, {} queues of {} entries",
         info.capacity_sectors,
@@ -210,16 +227,6 @@ fn run_device<T: Transport>(transport: T, options: &Options) -> Result<Summary, 
         queues.len(),
         queues[0].size()
     );
-    let spec = JobSpec {
-        block_size: options.bs,
-        blocks_per_queue,
-        random: options.rw.random(),
-        read_percent: options.rw.read_percent(options.rwmixread),
-        iodepth: options.iodepth,
-        verify: options.verify,
-        spin_budget: options.spin_budget,
-        runtime_ns: options.runtime_ms * 1_000_000,
-    };
     let count = queues.len();
     let seats: Vec<Seat<T::Notifier>> = queues
         .into_iter()
@@ -234,7 +241,7 @@ fn run_device<T: Transport>(transport: T, options: &Options) -> Result<Summary, 
         let Some((mut queue, _)) = seats[cpu].lock().take() else {
             return;
         };
-        let result = job::run(cpu, &mut queue, &spec, &QueueWaiter(cpu));
+        let result = job::run(cpu, &mut queue, &spec, &QueueWaiter(cpu), &GuestHal);
         *seats[cpu].lock() = Some((queue, Some(result)));
     });
     let mut finished = Vec::with_capacity(count);
@@ -245,16 +252,29 @@ fn run_device<T: Transport>(transport: T, options: &Options) -> Result<Summary, 
         }
     }
     drop(device);
-    Ok(summarize(options, &finished))
+    let (mut notifications, mut timeouts) = (0, 0);
+    for queue in 0..finished.len() {
+        let (n, t) = wait::counts(queue);
+        notifications += n;
+        timeouts += t;
+    }
+    Ok(summarize(options, &finished, notifications, timeouts))
 }
 
-fn summarize(options: &Options, finished: &[(QueueStats, QueueResult)]) -> Summary {
+/// Merges the queues' results into the report; `notifications` and
+/// `timeouts` are the used-buffer interrupts delivered and the waits that
+/// ended without one.
+pub fn summarize(
+    options: &Options,
+    finished: &[(QueueStats, QueueResult)],
+    notifications: u64,
+    timeouts: u64,
+) -> Summary {
     let (mut read, mut write) = (DirStats::new(), DirStats::new());
     let mut stats = QueueStats::default();
     let (mut errors, mut verify_errors) = (0, 0);
     let (mut longest, mut shortest) = (0u64, u64::MAX);
-    let (mut notifications, mut timeouts) = (0, 0);
-    for (queue, (queue_stats, result)) in finished.iter().enumerate() {
+    for (queue_stats, result) in finished {
         if let Some(problem) = &result.first_problem {
             println!("vblk-guest: {problem}");
         }
@@ -265,9 +285,6 @@ fn summarize(options: &Options, finished: &[(QueueStats, QueueResult)]) -> Summa
         verify_errors += result.verify_errors;
         longest = longest.max(result.elapsed_ns);
         shortest = shortest.min(result.elapsed_ns);
-        let (n, t) = wait::counts(queue);
-        notifications += n;
-        timeouts += t;
     }
     let seconds = (longest as f64 / 1e9).max(1e-9);
     Summary {

@@ -1,5 +1,6 @@
 //! From QEMU's PVH entry to Rust: the ELF note that names the entry, the
-//! 32-bit entry stub (identity page tables for the first 4 GiB, PAE, long
+//! 32-bit entry stub (page tables mapping the first 4 GiB twice: identity,
+//! and at 0xffff_8000_0000_0000 for the kext API's straight map; PAE, long
 //! mode, SSE), and the boot stack.
 //!
 //! PVH (the x86/HVM direct boot ABI) enters at a 32-bit physical address in
@@ -47,7 +48,9 @@ global_asm!(
     "    inc ecx",
     "    cmp ecx, 2048",
     "    jb 2b",
-    // Four PDPT entries, one per page directory; one PML4 entry.
+    // Four PDPT entries, one per page directory; two PML4 entries: the
+    // identity map, and the same 4 GiB at 0xffff_8000_0000_0000 (entry
+    // 256), the straight map Kerla's kext API (`PAddr::as_vaddr`) uses.
     "    mov edi, offset boot_pdpt",
     "    mov eax, offset boot_pd",
     "    or eax, 3",
@@ -62,6 +65,7 @@ global_asm!(
     "    mov eax, offset boot_pdpt",
     "    or eax, 3",
     "    mov [boot_pml4], eax",
+    "    mov [boot_pml4 + 256 * 8], eax",
     // CR4: PAE, OSFXSR, OSXMMEXCPT (the prebuilt core uses SSE).
     "    mov eax, cr4",
     "    or eax, 0x620",

@@ -86,6 +86,9 @@ pub struct Options {
     /// Only boot and start the CPUs, then report success (the runner's
     /// check that an accelerator works).
     pub probe: bool,
+    /// Drive the disk through the Kerla kext (`virtio_blk_mq_kext`), loaded
+    /// as Kerla's `boot_kernel` would, instead of directly.
+    pub kext: bool,
 }
 
 impl Default for Options {
@@ -108,6 +111,7 @@ impl Default for Options {
             irq: IrqKind::Msix,
             mmio: Vec::new(),
             probe: false,
+            kext: false,
         }
     }
 }
@@ -234,6 +238,7 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
             "spin_budget" => options.spin_budget = value.parse().map_err(|_| bad())?,
             "disk" => options.disk = value.to_string(),
             "probe" => options.probe = flag(value).ok_or_else(bad)?,
+            "kext" => options.kext = flag(value).ok_or_else(bad)?,
             "virtio_mmio.device" => options.mmio.push(parse_mmio_device(value).ok_or_else(bad)?),
             _ => return Err(format!("unknown option `{key}`")),
         }

@@ -11,9 +11,8 @@ use vblk_report::verify::{self, Verifier};
 use vblk_report::workload::{Dir, Picker};
 use vblk_report::DirStats;
 use virtio_blk_mq::mq::{wait_for_completions, IrqWait};
-use virtio_blk_mq::{BlkQueue, Completion, DmaBuffer, Error, Mode, QueueNotifier};
+use virtio_blk_mq::{BlkQueue, Completion, DmaBuffer, Error, Hal, Mode, QueueNotifier};
 
-use crate::hal::GuestHal;
 use crate::time;
 
 /// How long the drain may wait for requests in flight before giving up.
@@ -66,20 +65,20 @@ impl QueueResult {
     }
 }
 
-struct Slot {
-    buffer: Option<DmaBuffer<GuestHal>>,
+struct Slot<H: Hal> {
+    buffer: Option<DmaBuffer<H>>,
     dir: Dir,
     block: u64,
     generation: u32,
     submitted_ns: u64,
 }
 
-struct Worker<'a> {
+struct Worker<'a, H: Hal> {
     spec: &'a JobSpec,
     queue_index: usize,
     first_sector: u64,
     sectors_per_block: u64,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<H>>,
     free: Vec<u16>,
     picker: Picker,
     verifier: Option<Verifier>,
@@ -87,19 +86,20 @@ struct Worker<'a> {
     stopping: bool,
 }
 
-/// Runs the job on `queue`, the `index`-th queue; `waiter` sleeps until its
-/// notification (Interrupt and Hybrid modes).
-pub fn run<N: QueueNotifier>(
+/// Runs the job on `queue`, the `index`-th queue, with buffers from `hal`;
+/// `waiter` sleeps until its notification (Interrupt and Hybrid modes).
+pub fn run<H: Hal, N: QueueNotifier>(
     index: usize,
-    queue: &mut BlkQueue<GuestHal, N>,
+    queue: &mut BlkQueue<H, N>,
     spec: &JobSpec,
     waiter: &dyn IrqWait,
+    hal: &H,
 ) -> QueueResult {
-    let mut worker = match Worker::new(index, spec) {
+    let mut worker = match Worker::new(index, spec, hal) {
         Ok(worker) => worker,
         Err(result) => return *result,
     };
-    let mut done: Vec<Completion<GuestHal>> = Vec::with_capacity(usize::from(spec.iodepth));
+    let mut done: Vec<Completion<H>> = Vec::with_capacity(usize::from(spec.iodepth));
     let start = time::now_ns();
     let deadline = start + spec.runtime_ns;
     let mut now = start;
@@ -146,8 +146,8 @@ pub fn run<N: QueueNotifier>(
     worker.result
 }
 
-impl<'a> Worker<'a> {
-    fn new(index: usize, spec: &'a JobSpec) -> Result<Worker<'a>, Box<QueueResult>> {
+impl<'a, H: Hal> Worker<'a, H> {
+    fn new(index: usize, spec: &'a JobSpec, hal: &H) -> Result<Worker<'a, H>, Box<QueueResult>> {
         let mut result = QueueResult {
             read: DirStats::new(),
             write: DirStats::new(),
@@ -158,7 +158,7 @@ impl<'a> Worker<'a> {
         };
         let mut slots = Vec::with_capacity(usize::from(spec.iodepth));
         for _ in 0..spec.iodepth {
-            let Some(buffer) = DmaBuffer::new(&GuestHal, spec.block_size as usize) else {
+            let Some(buffer) = DmaBuffer::new(hal, spec.block_size as usize) else {
                 result.errors += 1;
                 result.problem(|| format!("queue {index}: out of DMA memory for buffers"));
                 return Err(Box::new(result));
@@ -195,7 +195,7 @@ impl<'a> Worker<'a> {
     }
 
     /// Fills every free slot, then publishes the batch with one commit.
-    fn submit<N: QueueNotifier>(&mut self, queue: &mut BlkQueue<GuestHal, N>, now: u64) {
+    fn submit<N: QueueNotifier>(&mut self, queue: &mut BlkQueue<H, N>, now: u64) {
         let mut placed = false;
         while let Some(&slot_index) = self.free.last() {
             let Some((dir, block)) = self.picker.pick() else {
@@ -252,7 +252,7 @@ impl<'a> Worker<'a> {
     }
 
     /// Accounts one completion and frees its slot.
-    fn complete(&mut self, completion: Completion<GuestHal>, now: u64) {
+    fn complete(&mut self, completion: Completion<H>, now: u64) {
         let slot_index = completion.tag as usize;
         let queue_index = self.queue_index;
         let Some(slot) = self.slots.get_mut(slot_index) else {

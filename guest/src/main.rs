@@ -1,8 +1,9 @@
 //! vblk-guest: a freestanding x86_64 kernel that stands in for Kerla under
 //! QEMU. It boots through PVH, brings up every vCPU, finds the virtio-blk
-//! device (virtio-pci or virtio-mmio), runs the fio-style job given on the
-//! kernel command line with one queue per vCPU, prints the bench CLI's
-//! report, and leaves QEMU with a pass/fail status.
+//! device (virtio-pci or virtio-mmio) — itself, or with `kext=1` through
+//! the Kerla kext it loads as Kerla would (`kerla`, `kext`) — runs the
+//! fio-style job given on the kernel command line with one queue per vCPU,
+//! prints the bench CLI's report, and leaves QEMU with a pass/fail status.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -21,7 +22,10 @@ mod hal;
 mod idt;
 mod irq;
 mod job;
+mod kerla;
+mod kext;
 mod libc;
+mod logger;
 mod mm;
 mod pci;
 mod serial;
@@ -83,7 +87,14 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             f.bus, f.device, f.function, device.vendor_id, device.device_id
         );
     }
-    let summary = blkdev::run(&options, &devices, cpus).unwrap_or_else(|why| fail(&why));
+    let summary = if options.kext {
+        kext::run(&options, cpus).unwrap_or_else(|(status, why)| {
+            println!("vblk-guest: error: {why}");
+            exit::exit(status)
+        })
+    } else {
+        blkdev::run(&options, &devices, cpus).unwrap_or_else(|why| fail(&why))
+    };
     print!("{}", vblk_report::normal::normal(&summary, 1));
     println!(
         "{}",

@@ -78,6 +78,11 @@ pub struct GuestArgs {
     /// Job name in the report.
     #[arg(long, default_value = "vblk")]
     pub name: String,
+    /// Drive the disk through the Kerla kext (virtio_blk_mq_kext), loaded
+    /// as Kerla's boot_kernel would; the device gets one queue more than
+    /// --queues, for the kext's block driver.
+    #[arg(long)]
+    pub kext: bool,
 }
 
 /// Virtqueue layout.

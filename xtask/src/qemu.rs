@@ -164,6 +164,9 @@ fn kernel_cmdline(args: &GuestArgs, smp: u16, runtime: f64) -> String {
     } else {
         cmdline.push_str(&format!(" size={}", args.size));
     }
+    if args.kext {
+        cmdline.push_str(" kext=1");
+    }
     cmdline
 }
 
@@ -229,15 +232,15 @@ fn qemu_args(
     } else {
         "off"
     };
+    // The kext asks for one queue per CPU plus one for its block driver.
+    let num_queues = args.queues + u16::from(args.kext);
     let device = match args.transport {
         TransportKind::Pci => format!(
-            "virtio-blk-pci,drive=d0,disable-legacy=on,disable-modern=off,num-queues={},packed={packed}",
-            args.queues
+            "virtio-blk-pci,drive=d0,disable-legacy=on,disable-modern=off,num-queues={num_queues},packed={packed}"
         ),
-        TransportKind::Mmio => format!(
-            "virtio-blk-device,drive=d0,num-queues={},packed={packed}",
-            args.queues
-        ),
+        TransportKind::Mmio => {
+            format!("virtio-blk-device,drive=d0,num-queues={num_queues},packed={packed}")
+        }
     };
     push(&[
         "-device",

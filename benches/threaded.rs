@@ -96,7 +96,7 @@ impl Driver {
                 idle = 0;
             } else {
                 idle = idle.wrapping_add(1);
-                if idle.is_multiple_of(SPINS_PER_YIELD) {
+                if idle % SPINS_PER_YIELD == 0 {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();

@@ -39,8 +39,10 @@ impl<T> SharedArray<T> {
             "misaligned shared array"
         );
         // SAFETY: `offset` is inside the region (checked above), so the pointer is
-        // non-null and in bounds of one allocation.
-        let ptr = unsafe { region.vaddr().add(offset).cast::<T>() };
+        // in bounds of one allocation and, the region's base being non-null,
+        // non-null too.
+        let ptr =
+            unsafe { NonNull::new_unchecked(region.vaddr().as_ptr().add(offset)) }.cast::<T>();
         SharedArray {
             ptr,
             len,

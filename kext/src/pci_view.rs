@@ -225,7 +225,7 @@ impl ConfigView {
 /// Which BAR register `offset` is.
 fn bar_index(offset: usize) -> Option<usize> {
     let i = offset.checked_sub(header::BAR0)? / 4;
-    (i < 6 && offset.is_multiple_of(4)).then_some(i)
+    (i < 6 && offset % 4 == 0).then_some(i)
 }
 
 /// The smallest power-of-two size (between [`MIN_BAR_SIZE`] and

@@ -34,10 +34,10 @@ impl From<&DeviceInfo> for Geometry {
 pub fn check(sector: u64, len: usize, write: bool, geometry: &Geometry) -> Result<(), BlockError> {
     let block = u64::from(geometry.block_size.max(SECTOR_SIZE as u32));
     let len = len as u64;
-    if len == 0 || !len.is_multiple_of(block) {
+    if len == 0 || len % block != 0 {
         return Err(BlockError::Misaligned);
     }
-    if !sector.is_multiple_of(block / SECTOR_SIZE as u64) {
+    if sector % (block / SECTOR_SIZE as u64) != 0 {
         return Err(BlockError::Misaligned);
     }
     match sector.checked_add(len / SECTOR_SIZE as u64) {

@@ -143,7 +143,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
             Op::Flush => {}
             Op::Discard | Op::WriteZeroes | Op::SecureErase => {
                 let limits = self.range_limits(op)?;
-                if total == 0 || !total.is_multiple_of(BLK_RANGE_SIZE as u64) {
+                if total == 0 || total % (BLK_RANGE_SIZE as u64) != 0 {
                     return Err(Error::Misaligned);
                 }
                 if total / BLK_RANGE_SIZE as u64 > u64::from(limits.max_ranges) {
@@ -257,7 +257,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         if sectors > limits.max_sectors {
             return Err(Error::TooLarge);
         }
-        if !sector.is_multiple_of(u64::from(limits.sector_alignment)) {
+        if sector % u64::from(limits.sector_alignment) != 0 {
             return Err(Error::Misaligned);
         }
         match sector.checked_add(u64::from(sectors)) {

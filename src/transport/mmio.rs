@@ -188,7 +188,7 @@ impl MmioTransport {
         if size < MIN_WINDOW {
             return Err(MmioError::WindowTooSmall(size));
         }
-        if !base.is_multiple_of(4) {
+        if base % 4 != 0 {
             return Err(MmioError::Misaligned);
         }
         let mapped = hal.map_mmio(base, size).ok_or(MmioError::MapFailed {
@@ -210,7 +210,7 @@ impl MmioTransport {
         if size < MIN_WINDOW {
             return Err(MmioError::WindowTooSmall(size));
         }
-        if !(base.as_ptr() as usize).is_multiple_of(4) {
+        if (base.as_ptr() as usize) % 4 != 0 {
             return Err(MmioError::Misaligned);
         }
         // SAFETY: the caller's guarantee, passed on.

@@ -114,7 +114,7 @@ impl Regs {
             return None;
         }
         let addr = self.addr().checked_add(offset)?;
-        if !addr.is_multiple_of(align_of::<T>()) {
+        if addr % align_of::<T>() != 0 {
             return None;
         }
         // `offset < len`, so the result lies inside the non-null mapping.

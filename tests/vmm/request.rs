@@ -271,7 +271,7 @@ impl RamDisk {
             ));
             return None;
         }
-        if len == 0 || !(len as u64).is_multiple_of(SECTOR) {
+        if len == 0 || (len as u64) % SECTOR != 0 {
             self.violation(format!(
                 "data length {len} is not a positive multiple of 512"
             ));
@@ -295,7 +295,7 @@ impl RamDisk {
         data_out: usize,
         data_in: usize,
     ) -> (u8, usize) {
-        if data_in != 0 || data_out == 0 || !data_out.is_multiple_of(RANGE_BYTES) {
+        if data_in != 0 || data_out == 0 || data_out % RANGE_BYTES != 0 {
             self.violation(format!(
                 "range command with {data_out} readable and {data_in} writable data bytes"
             ));

@@ -87,12 +87,12 @@ pub(super) fn map_structure<H: Hal>(
     if length < needed {
         return Err(PciError::TooShort(structure));
     }
-    if !u64::from(cap.offset).is_multiple_of(align) {
+    if u64::from(cap.offset) % align != 0 {
         return Err(PciError::Misaligned(structure));
     }
     let paddr = locate(bars, cap.bar, cap.offset.into(), length, structure)?;
     let regs = map(hal, paddr, length.min(limit) as usize)?;
-    if !(regs.addr() as u64).is_multiple_of(align) {
+    if (regs.addr() as u64) % align != 0 {
         return Err(PciError::Misaligned(structure));
     }
     Ok(regs)
@@ -109,7 +109,7 @@ pub(super) fn map_msix<H: Hal>(hal: &H, bars: &[Bar; 6], cap: MsixCap) -> Result
         structure,
     )?;
     let table = map(hal, paddr, len)?;
-    if !table.addr().is_multiple_of(8) {
+    if table.addr() % 8 != 0 {
         return Err(PciError::Misaligned(structure));
     }
     Ok(Msix { cap, table })

@@ -129,8 +129,10 @@ impl VhostUserHal {
         let size = pages
             .checked_mul(PAGE_SIZE)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "region too large"))?;
+        // Spelt as bytes, not a C string literal, to keep to the crate's MSRV.
+        const NAME: &[u8] = b"virtio-blk-mq-dma\0";
         // SAFETY: the name is a NUL-terminated string; memfd_create only reads it.
-        let raw = unsafe { libc::memfd_create(c"virtio-blk-mq-dma".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { libc::memfd_create(NAME.as_ptr().cast(), libc::MFD_CLOEXEC) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -230,9 +232,7 @@ unsafe impl Hal for VhostUserHal {
 
     unsafe fn dma_dealloc(&self, _paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) {
         let offset = (vaddr.as_ptr() as usize).wrapping_sub(self.region.base.as_ptr() as usize);
-        if !offset.is_multiple_of(PAGE_SIZE)
-            || !self.contains(vaddr.as_ptr() as u64, pages * PAGE_SIZE)
-        {
+        if offset % PAGE_SIZE != 0 || !self.contains(vaddr.as_ptr() as u64, pages * PAGE_SIZE) {
             log::error!("vhost-user hal: freeing memory it did not allocate; leaked");
             return;
         }

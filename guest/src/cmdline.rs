@@ -7,6 +7,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use vblk_report::workload::Rw;
+use virtio_blk_mq::transport::mmio::parse_device;
 
 /// Ring layout asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,16 +38,8 @@ pub enum IrqKind {
     Intx,
 }
 
-/// One `virtio_mmio.device=` entry: a virtio-mmio window and its interrupt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MmioDevice {
-    /// Physical base address.
-    pub base: u64,
-    /// Window size in bytes.
-    pub size: u64,
-    /// Interrupt line (I/O APIC input).
-    pub irq: u32,
-}
+/// One `virtio_mmio.device=` entry: the driver's parser reads them.
+pub use virtio_blk_mq::transport::mmio::MmioDeviceSpec as MmioDevice;
 
 /// The job and the environment, as the command line gives them.
 #[derive(Clone, Debug)]
@@ -131,26 +124,6 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         _ => return None,
     };
     number.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
-fn parse_u64(text: &str) -> Option<u64> {
-    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
-}
-
-/// Parses `SIZE@BASE:IRQ[:ID]` (Linux's virtio_mmio.device syntax).
-pub fn parse_mmio_device(text: &str) -> Option<MmioDevice> {
-    let (size, rest) = text.split_once('@')?;
-    let mut parts = rest.split(':');
-    let base = parse_u64(parts.next()?)?;
-    let irq = parts.next()?.parse().ok()?;
-    Some(MmioDevice {
-        base,
-        size: parse_bytes(size)?,
-        irq,
-    })
 }
 
 /// Seconds, fractions allowed, to milliseconds.
@@ -239,7 +212,7 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
             "disk" => options.disk = value.to_string(),
             "probe" => options.probe = flag(value).ok_or_else(bad)?,
             "kext" => options.kext = flag(value).ok_or_else(bad)?,
-            "virtio_mmio.device" => options.mmio.push(parse_mmio_device(value).ok_or_else(bad)?),
+            "virtio_mmio.device" => options.mmio.push(parse_device(value).map_err(|_| bad())?),
             _ => return Err(format!("unknown option `{key}`")),
         }
     }

@@ -78,6 +78,13 @@ pub struct GuestArgs {
     /// Job name in the report.
     #[arg(long, default_value = "vblk")]
     pub name: String,
+    /// Give the device its own QEMU I/O thread (`-object iothread`).
+    #[arg(long)]
+    pub iothread: bool,
+    /// The device's `num-queues` (default: --queues); the guest uses --queues
+    /// of them. Linux's polled mode needs one more than its poll queues.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub device_queues: Option<u16>,
 }
 
 /// Virtqueue layout.

@@ -18,6 +18,14 @@ pub struct Cli {
 pub enum Task {
     /// Build the guest kernel and run a job in QEMU; exit 0 only if it passed.
     Guest(GuestArgs),
+    /// Run the job with Linux's virtio_blk and real fio on the same QEMU line
+    /// (a Debian kernel and initramfs, cached under target/linux-guest).
+    #[command(mut_arg("memory", |a| a.default_value("1G")))]
+    LinuxFio(crate::linux::LinuxArgs),
+    /// Run our guest and the Linux guest on identical QEMU lines, alternating,
+    /// over a matrix of jobs; print one table.
+    #[command(mut_arg("memory", |a| a.default_value("1G")))]
+    Compare(crate::compare::CompareArgs),
 }
 
 /// One guest run.

@@ -33,7 +33,8 @@ impl Outcome {
     }
 }
 
-fn repo_root() -> PathBuf {
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the repository")

@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::ValueEnum;
 use serde_json::json;
 
-use crate::args::{Accel, GuestArgs, Mode};
+use crate::args::{Accel, Disk, GuestArgs, Mode};
 use crate::linux::fio::Figures;
 use crate::linux::{self, LinuxGuest};
 use crate::qemu::{self, Boot, Machine, Outcome};
@@ -130,6 +130,7 @@ fn typical(runs: &[Figures]) -> Option<Figures> {
         clat_mean_ns: median(runs.iter().map(|f| f.clat_mean_ns))?,
         clat_p50_ns: median(runs.iter().map(|f| f.clat_p50_ns))?,
         clat_p99_ns: median(runs.iter().map(|f| f.clat_p99_ns))?,
+        lat_mean_ns: median(runs.iter().filter_map(|f| f.lat_mean_ns)),
         ios: median(runs.iter().map(|f| f.ios as f64))? as u64,
     })
 }
@@ -308,11 +309,11 @@ pub fn run(args: &CompareArgs) -> Result<Outcome, String> {
             }
             row.qemu = without_boot(&ours_line);
             eprintln!(
-                "xtask compare: [{}/{}] {} iothread={:?} numjobs={} iodepth={} (round {})",
+                "xtask compare: [{}/{}] {} iothread={} numjobs={} iodepth={} (round {})",
                 turn % jobs.len() as u32 + 1,
                 jobs.len(),
                 job.mode.name(),
-                job.iothread,
+                lower(job.iothread),
                 job.numjobs,
                 job.iodepth,
                 round + 1
@@ -362,6 +363,19 @@ struct Context<'a> {
     load_after: String,
 }
 
+/// A flag value's name as the command line spells it.
+fn lower(value: impl std::fmt::Debug) -> String {
+    format!("{value:?}").to_lowercase()
+}
+
+fn disk_name(disk: &Disk) -> String {
+    match disk {
+        Disk::Null => "null".into(),
+        Disk::Ram => "ram".into(),
+        Disk::File(path) => format!("file:{}", path.display()),
+    }
+}
+
 fn ratio(ours: f64, linux: f64) -> Option<f64> {
     (linux > 0.0 && ours.is_finite()).then(|| ours / linux)
 }
@@ -389,13 +403,13 @@ fn table(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> String {
             .map_or("fio", String::as_str)
     ));
     out.push_str(&format!(
-        "{}, {:?}; {} ring, {:?} transport, disk {:?} {}, {} {}, runtime {} s, memory {}, \
+        "{}, {}; {} ring, {} transport, {} disk of {}, {} {}, runtime {} s, memory {}, \
          {} run(s) per guest (median)\n",
         qemu_version(),
-        context.accel,
-        format!("{:?}", base.ring).to_lowercase(),
-        base.transport,
-        base.disk,
+        lower(context.accel),
+        lower(base.ring),
+        lower(base.transport),
+        disk_name(&base.disk),
         base.size,
         base.rw,
         base.bs,
@@ -409,9 +423,9 @@ fn table(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> String {
     ));
     out.push_str(
         "| mode | iothread | jobs | QD | IOPS ours | IOPS Linux | ÷ | clat mean µs ours | Linux | ÷ \
-         | p50 µs ours | Linux | ÷ | p99 µs ours | Linux | ÷ | Linux io_poll |\n",
+         | p50 µs ours | Linux | ÷ | p99 µs ours | Linux | ÷ | lat mean µs Linux | ÷ | Linux io_poll |\n",
     );
-    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for (job, row) in rows {
         let ours = typical(&row.ours);
         let linux = typical(&row.linux);
@@ -423,7 +437,7 @@ fn table(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> String {
         };
         let iops = |x: f64| format!("{x:.0}");
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             job.mode.name(),
             if job.iothread == OnOff::On { "on" } else { "off" },
             job.numjobs,
@@ -440,11 +454,16 @@ fn table(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> String {
             cell(ours, |f| f.clat_p99_ns, us),
             cell(linux, |f| f.clat_p99_ns, us),
             r(|f| f.clat_p99_ns),
+            cell(linux, Figures::total_mean_ns, us),
+            r(Figures::total_mean_ns),
             row.facts.get("io_poll").map_or("?", String::as_str),
         ));
     }
     out.push_str(
-        "\n÷ = ours ÷ Linux: above 1 for IOPS, below 1 for latencies means ours is faster.\n",
+        "\n÷ = ours ÷ Linux: above 1 for IOPS, below 1 for latencies means ours is faster. \
+         clat: fio's completion latency (Linux: from after io_uring submitted the request; \
+         ours: from before the request went into the ring). lat: fio's submission + \
+         completion latency, compared with our clat.\n",
     );
     let mut notes: Vec<String> = Vec::new();
     for (job, row) in rows {
@@ -461,9 +480,9 @@ fn table(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> String {
         }
         for error in &row.errors {
             notes.push(format!(
-                "{} iothread={:?} numjobs={} iodepth={}: {error}",
+                "{} iothread={} numjobs={} iodepth={}: {error}",
                 job.mode.name(),
-                job.iothread,
+                lower(job.iothread),
                 job.numjobs,
                 job.iodepth
             ));
@@ -489,6 +508,7 @@ fn figures_json(f: Option<Figures>) -> serde_json::Value {
             "clat_mean_ns": f.clat_mean_ns,
             "clat_p50_ns": f.clat_p50_ns,
             "clat_p99_ns": f.clat_p99_ns,
+            "lat_mean_ns": f.lat_mean_ns,
             "total_ios": f.ios,
         })
     })
@@ -516,6 +536,7 @@ fn json_report(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> serde_json::
                     "clat_mean": r(|f| f.clat_mean_ns),
                     "clat_p50": r(|f| f.clat_p50_ns),
                     "clat_p99": r(|f| f.clat_p99_ns),
+                    "ours_clat_mean_to_linux_lat_mean": r(Figures::total_mean_ns),
                 },
                 "ours_runs": row.ours.iter().map(|f| figures_json(Some(*f))).collect::<Vec<_>>(),
                 "linux_runs": row.linux.iter().map(|f| figures_json(Some(*f))).collect::<Vec<_>>(),
@@ -527,14 +548,15 @@ fn json_report(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> serde_json::
         .collect();
     json!({
         "qemu": qemu_version(),
-        "accel": format!("{:?}", context.accel).to_lowercase(),
+        "accel": lower(context.accel),
         "linux": {
             "kernel": context.linux_guest.release,
             "packages": context.linux_guest.packages,
         },
         "job": {
-            "ring": format!("{:?}", base.ring).to_lowercase(),
-            "transport": format!("{:?}", base.transport).to_lowercase(),
+            "ring": lower(base.ring),
+            "transport": lower(base.transport),
+            "disk": disk_name(&base.disk),
             "rw": base.rw,
             "bs": base.bs,
             "size": base.size,

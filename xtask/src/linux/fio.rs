@@ -76,6 +76,9 @@ pub struct Figures {
     pub clat_p50_ns: f64,
     /// 99th percentile, ns.
     pub clat_p99_ns: f64,
+    /// fio's total latency (submission + completion), ns; our guest's
+    /// report has none: its clat already starts before the submission.
+    pub lat_mean_ns: Option<f64>,
     /// Requests completed.
     pub ios: u64,
 }
@@ -94,6 +97,7 @@ impl Figures {
             clat_mean_ns: clat["mean"].as_f64()?,
             clat_p50_ns: percentile("50.000000")?,
             clat_p99_ns: percentile("99.000000")?,
+            lat_mean_ns: busier["lat_ns"]["mean"].as_f64(),
             ios: ios(read) + ios(write),
         })
     }
@@ -101,13 +105,23 @@ impl Figures {
     /// One line for the log.
     pub fn summary(&self) -> String {
         format!(
-            "{:.0} IOPS, clat mean {:.1} us, p50 {:.1} us, p99 {:.1} us ({} requests)",
+            "{:.0} IOPS, clat mean {:.1} us, p50 {:.1} us, p99 {:.1} us{} ({} requests)",
             self.iops,
             self.clat_mean_ns / 1e3,
             self.clat_p50_ns / 1e3,
             self.clat_p99_ns / 1e3,
+            self.lat_mean_ns.map_or(String::new(), |lat| format!(
+                ", lat mean {:.1} us",
+                lat / 1e3
+            )),
             self.ios
         )
+    }
+
+    /// The latency from the application's submission: fio's `lat`, or the
+    /// clat of a report without one (our guest's).
+    pub fn total_mean_ns(&self) -> f64 {
+        self.lat_mean_ns.unwrap_or(self.clat_mean_ns)
     }
 }
 
@@ -161,7 +175,7 @@ mod tests {
     fn figures_come_from_fio_field_names() {
         let json: serde_json::Value = serde_json::from_str(
             r#"{"jobs":[{"read":{"iops":1000.5,"total_ios":2001,"clat_ns":{"mean":30000.0,
-                "percentile":{"50.000000":29000,"99.000000":81000}}},
+                "percentile":{"50.000000":29000,"99.000000":81000}},"lat_ns":{"mean":31000.0}},
                 "write":{"iops":0.0,"total_ios":0,"clat_ns":{"mean":0.0,"percentile":{}}}}]}"#,
         )
         .unwrap();
@@ -170,6 +184,8 @@ mod tests {
         assert_eq!(figures.clat_p50_ns, 29000.0);
         assert_eq!(figures.clat_p99_ns, 81000.0);
         assert_eq!(figures.ios, 2001);
+        assert_eq!(figures.lat_mean_ns, Some(31000.0));
+        assert_eq!(figures.total_mean_ns(), 31000.0);
         assert!(Figures::from_json(&serde_json::json!({})).is_none());
     }
 }

@@ -27,23 +27,21 @@ leave() {
 }
 
 poll_queues=0
-mmio_devices=
 fio_options=
 for word in $(cat /proc/cmdline); do
     case "$word" in
         virtio_blk.poll_queues=*) poll_queues="${word#*=}" ;;
-        virtio_mmio.device=*) mmio_devices="$mmio_devices device=${word#*=}" ;;
         vblk.fio=*) fio_options="$(echo "${word#*=}" | tr , ' ')" ;;
     esac
 done
 
+# In dependency order (the host read each module's depends=).
 for module in $(cat /etc/vblk-modules); do
-    case "$module" in
-        virtio_blk) parameters="poll_queues=$poll_queues" ;;
-        virtio_mmio) parameters="$mmio_devices" ;;
-        *) parameters= ;;
-    esac
-    # shellcheck disable=SC2086 # one word per parameter
+    parameters=
+    if [ "$module" = virtio_blk ]; then
+        parameters="poll_queues=$poll_queues"
+    fi
+    # shellcheck disable=SC2086 # no parameter or one
     if ! insmod "/lib/modules/$module.ko" $parameters; then
         say "error: insmod $module $parameters failed"
         leave 2

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use initramfs::LinuxGuest;
 
-use crate::args::{GuestArgs, Mode};
+use crate::args::{GuestArgs, Mode, TransportKind};
 use crate::qemu::{self, Boot, Machine, Outcome};
 
 /// Flags of `cargo xtask linux-fio`.
@@ -53,6 +53,14 @@ pub fn fit_job(args: &mut GuestArgs) -> Result<Option<String>, String> {
     if args.verify {
         return Err(
             "linux-fio does not verify data (use cargo xtask guest --verify for that)".into(),
+        );
+    }
+    if args.transport == TransportKind::Mmio {
+        return Err(
+            "--transport mmio: Debian's kernel finds virtio-mmio devices only through ACPI or a \
+             device tree (it is built without CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES), and the \
+             microvm line our guest needs has acpi=off; compare on virtio-pci"
+                .into(),
         );
     }
     match args.mode {
@@ -344,5 +352,8 @@ mod tests {
         assert_eq!(args.device_queues, Some(3));
         args.mode = Mode::Hybrid;
         assert!(fit_job(&mut args).is_err());
+        args.mode = Mode::Irq;
+        args.transport = TransportKind::Mmio;
+        assert!(fit_job(&mut args).unwrap_err().contains("virtio-mmio"));
     }
 }

@@ -60,6 +60,9 @@ pub struct CompareArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Normal)]
     pub output_format: Format,
+    /// Also write the JSON report to this file (for scripts/plot-compare.py).
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
     /// Download the Debian packages again instead of reusing the cached ones.
     #[arg(long)]
     pub refresh_packages: bool,
@@ -278,10 +281,10 @@ pub fn run(args: &CompareArgs) -> Result<Outcome, String> {
     probe.choose_accel(&ours_kernel);
     let accel = if probe.kvm { Accel::Kvm } else { Accel::Tcg };
     eprintln!(
-        "xtask compare: {} jobs x {} run(s) x 2 guests; {}; load average {load_before}",
+        "xtask compare: {} jobs x {} run(s) x 2 guests, {}; load average {load_before}",
         jobs.len(),
         args.repeat,
-        probe.describe()
+        if probe.kvm { "KVM" } else { "TCG" }
     );
     drop(probe);
     let mut rows: BTreeMap<Job, Row> = BTreeMap::new();
@@ -339,12 +342,14 @@ pub fn run(args: &CompareArgs) -> Result<Outcome, String> {
         load_before,
         load_after,
     };
+    let json = serde_json::to_string_pretty(&json_report(&context, &rows)).unwrap_or_default();
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     match args.output_format {
         Format::Normal => print!("{}", table(&context, &rows)),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&json_report(&context, &rows)).unwrap_or_default()
-        ),
+        Format::Json => println!("{json}"),
     }
     let failed = rows.values().any(|r| !r.errors.is_empty());
     Ok(if failed {
@@ -469,9 +474,10 @@ fn table(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> String {
     for (job, row) in rows {
         if let Some(queues) = row.facts.get("queues") {
             let note = format!(
-                "{} numjobs={}: Linux {queues}, clocksource {}",
+                "{} numjobs={}: Linux {queues} (hardware queue: CPUs {}), clocksource {}",
                 job.mode.name(),
                 job.numjobs,
+                row.facts.get("hctx").map_or("?", String::as_str),
                 row.facts.get("clocksource").map_or("?", String::as_str)
             );
             if !notes.contains(&note) {

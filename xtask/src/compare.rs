@@ -474,7 +474,7 @@ fn table(context: &Context<'_>, rows: &BTreeMap<Job, Row>) -> String {
     for (job, row) in rows {
         if let Some(queues) = row.facts.get("queues") {
             let note = format!(
-                "{} numjobs={}: Linux {queues} (hardware queue: CPUs {}), clocksource {}",
+                "{} numjobs={}: Linux {queues}; hctx {}; clocksource {}",
                 job.mode.name(),
                 job.numjobs,
                 row.facts.get("hctx").map_or("?", String::as_str),

@@ -420,6 +420,7 @@ pub fn prepare(dir: &Path, refresh: bool) -> Result<LinuxGuest, String> {
         write_initramfs(&initrd, &kernel, &busybox_bin, &fio.entries)?;
         std::fs::write(initrd.with_extension("manifest"), &manifest)
             .map_err(|e| format!("cannot write the manifest: {e}"))?;
+        remove_stale_images(dir, &initrd);
     }
     Ok(LinuxGuest {
         kernel: kernel.bzimage,
@@ -427,6 +428,21 @@ pub fn prepare(dir: &Path, refresh: bool) -> Result<LinuxGuest, String> {
         release: kernel.release,
         packages,
     })
+}
+
+/// Removes images (and their manifests) other than `keep`: each is 88 MB.
+fn remove_stale_images(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let image = name.starts_with("initramfs-")
+            && (name.ends_with(".cpio") || name.ends_with(".manifest"));
+        if image && path.file_stem() != keep.file_stem() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 fn write_initramfs(

@@ -238,6 +238,45 @@ mod tests {
         assert!(Elf::parse(b"#!/bin/sh\n").is_none());
     }
 
+    /// A relocatable file like a kernel module: section headers only, a
+    /// `.shstrtab` and a `.modinfo`.
+    fn module(modinfo: &[u8]) -> Vec<u8> {
+        let names = b"\0.shstrtab\0.modinfo\0";
+        let mut file = vec![0u8; 64];
+        file[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let names_at = file.len() as u64;
+        file.extend_from_slice(names);
+        let modinfo_at = file.len() as u64;
+        file.extend_from_slice(modinfo);
+        let shoff = file.len().next_multiple_of(8) as u64;
+        file.resize(shoff as usize, 0);
+        file[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        file[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        file[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        file[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
+        for (name, offset, size) in [
+            (0u32, 0u64, 0u64),
+            (1, names_at, names.len() as u64),
+            (11, modinfo_at, modinfo.len() as u64),
+        ] {
+            let mut header = [0u8; 64];
+            header[..4].copy_from_slice(&name.to_le_bytes());
+            header[24..32].copy_from_slice(&offset.to_le_bytes());
+            header[32..40].copy_from_slice(&size.to_le_bytes());
+            file.extend_from_slice(&header);
+        }
+        file
+    }
+
+    #[test]
+    fn a_module_s_depends_come_from_modinfo() {
+        let file = module(b"license=GPL\0depends=virtio,virtio_ring\0name=virtio_blk\0");
+        assert_eq!(module_depends(&file).unwrap(), ["virtio", "virtio_ring"]);
+        let none = module(b"depends=\0name=virtio_ring\0");
+        assert!(module_depends(&none).unwrap().is_empty());
+        assert!(module_depends(b"not elf").is_err());
+    }
+
     #[test]
     fn the_host_s_own_xtask_binary_parses() {
         // A real file from the toolchain: this test binary itself.

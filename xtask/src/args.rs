@@ -18,6 +18,14 @@ pub struct Cli {
 pub enum Task {
     /// Build the guest kernel and run a job in QEMU; exit 0 only if it passed.
     Guest(GuestArgs),
+    /// Run the job with Linux's virtio_blk and real fio on the same QEMU line
+    /// (a Debian kernel and initramfs, cached under target/linux-guest).
+    #[command(mut_arg("memory", |a| a.default_value("1G")))]
+    LinuxFio(crate::linux::LinuxArgs),
+    /// Run our guest and the Linux guest on identical QEMU lines, alternating,
+    /// over a matrix of jobs; print one table.
+    #[command(mut_arg("memory", |a| a.default_value("1G")))]
+    Compare(crate::compare::CompareArgs),
 }
 
 /// One guest run.
@@ -83,6 +91,14 @@ pub struct GuestArgs {
     /// --queues, for the kext's block driver.
     #[arg(long)]
     pub kext: bool,
+    /// Give the device its own QEMU I/O thread (`-object iothread`).
+    #[arg(long)]
+    pub iothread: bool,
+    /// The device's `num-queues` (default: --queues, plus one with --kext);
+    /// the guest uses --queues of them. Linux's polled mode needs one more
+    /// than its poll queues.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub device_queues: Option<u16>,
 }
 
 /// Virtqueue layout.

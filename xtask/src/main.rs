@@ -5,9 +5,15 @@
 //! machine or virtio-blk-device (virtio-mmio) on `microvm`, a null or file
 //! backend, one vCPU per queue. The guest's report goes to stdout; the exit
 //! status is 0 only when the guest passed.
+//!
+//! `cargo xtask linux-fio [flags]` runs the same job with Linux's virtio_blk
+//! and real fio on the same QEMU line; `cargo xtask compare` runs both guests
+//! over a matrix of jobs and prints one table.
 #![deny(missing_docs)]
 
 mod args;
+mod compare;
+mod linux;
 mod qemu;
 
 use std::process::ExitCode;
@@ -21,6 +27,20 @@ fn main() -> ExitCode {
             Ok(outcome) => outcome.exit_code(),
             Err(error) => {
                 eprintln!("xtask guest: error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        args::Task::LinuxFio(linux) => match linux::run(&linux) {
+            Ok(outcome) => outcome.exit_code(),
+            Err(error) => {
+                eprintln!("xtask linux-fio: error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        args::Task::Compare(compare) => match compare::run(&compare) {
+            Ok(outcome) => outcome.exit_code(),
+            Err(error) => {
+                eprintln!("xtask compare: error: {error}");
                 ExitCode::from(2)
             }
         },

@@ -33,7 +33,8 @@ impl Outcome {
     }
 }
 
-fn repo_root() -> PathBuf {
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the repository")
@@ -170,11 +171,23 @@ fn kernel_cmdline(args: &GuestArgs, smp: u16, runtime: f64) -> String {
     cmdline
 }
 
-/// QEMU's arguments for the machine, the disk and the kernel.
+/// How QEMU boots the machine: a kernel image (our PVH guest or a Linux
+/// bzImage), an optional initramfs, the kernel command line.
+pub struct Boot<'a> {
+    /// `-kernel`.
+    pub kernel: &'a Path,
+    /// `-initrd`.
+    pub initrd: Option<&'a Path>,
+    /// `-append`.
+    pub append: &'a str,
+}
+
+/// QEMU's arguments for the machine, the disk and the kernel: the one place
+/// the command line is built, for our guest and for the Linux guest alike, so
+/// the two differ only in `boot`.
 fn qemu_args(
     args: &GuestArgs,
-    kernel: &Path,
-    cmdline: &str,
+    boot: &Boot<'_>,
     image: &DiskImage,
     size: u64,
     smp: u16,
@@ -233,38 +246,48 @@ fn qemu_args(
         "off"
     };
     // The kext asks for one queue per CPU plus one for its block driver.
-    let num_queues = args.queues + u16::from(args.kext);
-    let device = match args.transport {
+    let num_queues = args
+        .device_queues
+        .unwrap_or(args.queues + u16::from(args.kext));
+    let mut device = match args.transport {
         TransportKind::Pci => format!(
             "virtio-blk-pci,drive=d0,disable-legacy=on,disable-modern=off,num-queues={num_queues},packed={packed}"
         ),
-        TransportKind::Mmio => {
-            format!("virtio-blk-device,drive=d0,num-queues={num_queues},packed={packed}")
-        }
+        TransportKind::Mmio => format!(
+            "virtio-blk-device,drive=d0,num-queues={num_queues},packed={packed}"
+        ),
     };
+    if args.iothread {
+        push(&["-object", "iothread,id=io0"]);
+        device.push_str(",iothread=io0");
+    }
     push(&[
         "-device",
         &device,
         "-kernel",
-        &kernel.to_string_lossy(),
-        "-append",
-        cmdline,
+        &boot.kernel.to_string_lossy(),
     ]);
+    if let Some(initrd) = boot.initrd {
+        push(&["-initrd", &initrd.to_string_lossy()]);
+    }
+    push(&["-append", boot.append]);
     qemu
 }
 
 /// What one QEMU run printed and how it ended.
-struct Run {
+pub struct Run {
     /// QEMU's exit code; `None` when it was killed (timeout) or by a signal.
-    code: Option<i32>,
-    timed_out: bool,
-    lines: Vec<String>,
+    pub code: Option<i32>,
+    /// Killed after the timeout.
+    pub timed_out: bool,
+    /// The console, line by line.
+    pub lines: Vec<String>,
 }
 
 /// Runs QEMU, copying the guest's console to stdout as it comes (when
 /// `echo`; otherwise QEMU's own messages are dropped too), killing it after
 /// `timeout`.
-fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, String> {
+pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, String> {
     let mut child = Command::new(QEMU)
         .args(qemu)
         .stdin(Stdio::null())
@@ -326,59 +349,122 @@ fn kvm_works(kernel: &Path, args: &GuestArgs) -> bool {
     }
     let mut probe_args = args.clone();
     probe_args.disk = Disk::Null;
+    probe_args.iothread = false;
+    probe_args.device_queues = None;
     let image = DiskImage {
         path: None,
         remove: false,
     };
-    let qemu = qemu_args(&probe_args, kernel, "probe=1", &image, 1 << 20, 1, true);
+    let boot = Boot {
+        kernel,
+        initrd: None,
+        append: "probe=1",
+    };
+    let qemu = qemu_args(&probe_args, &boot, &image, 1 << 20, 1, true);
     matches!(
         run_qemu(&qemu, PROBE_TIMEOUT, false),
         Ok(Run { code: Some(1), .. })
     )
 }
 
-/// Builds the guest, runs the job, reports how it ended.
-pub fn run(args: &GuestArgs) -> Result<Outcome, String> {
-    let runtime = runtime_seconds(&args.runtime)?;
-    let size = parse_bytes(&args.size)
-        .filter(|s| *s > 0 && s % 512 == 0)
-        .ok_or_else(|| format!("--size {}: a non-zero multiple of 512 bytes", args.size))?;
-    if args.verify && args.disk == Disk::Null {
-        return Err("--verify needs a disk that keeps data: --disk ram or --disk file:PATH".into());
-    }
-    let smp = args.smp.unwrap_or(args.queues);
-    if smp < args.queues {
-        return Err(format!(
-            "--smp {smp} is fewer vCPUs than --queues {}: each queue needs its own vCPU",
-            args.queues
-        ));
-    }
-    qemu_present()?;
-    let kernel = build_guest()?;
-    let kvm = match args.accel {
-        Accel::Tcg => false,
-        Accel::Kvm => true,
-        Accel::Auto => kvm_works(&kernel, args),
-    };
-    eprintln!(
-        "xtask guest: {} with {} vCPUs, {} transport",
-        if kvm { "KVM" } else { "TCG (no usable KVM)" },
-        smp,
-        match args.transport {
-            TransportKind::Pci => "virtio-pci",
-            TransportKind::Mmio => "virtio-mmio",
+/// One run's machine, resolved from the flags: everything of the QEMU line
+/// except how it boots.
+pub struct Machine {
+    args: GuestArgs,
+    /// Seconds the job runs.
+    pub runtime: f64,
+    /// vCPUs.
+    pub smp: u16,
+    /// KVM (else TCG).
+    pub kvm: bool,
+    size: u64,
+    image: DiskImage,
+}
+
+impl Machine {
+    /// Checks the flags and creates a ram disk's file; the accelerator is
+    /// TCG until [`Machine::choose_accel`].
+    pub fn new(args: &GuestArgs) -> Result<Machine, String> {
+        let runtime = runtime_seconds(&args.runtime)?;
+        let size = parse_bytes(&args.size)
+            .filter(|s| *s > 0 && s % 512 == 0)
+            .ok_or_else(|| format!("--size {}: a non-zero multiple of 512 bytes", args.size))?;
+        if args.verify && args.disk == Disk::Null {
+            return Err(
+                "--verify needs a disk that keeps data: --disk ram or --disk file:PATH".into(),
+            );
         }
-    );
-    let image = disk_image(args, size)?;
-    let cmdline = kernel_cmdline(args, smp, runtime);
-    let qemu = qemu_args(args, &kernel, &cmdline, &image, size, smp, kvm);
-    let timeout = Duration::from_secs(args.timeout.unwrap_or(runtime.ceil() as u64 + 60));
-    let run = run_qemu(&qemu, timeout, true)?;
-    let reported = run.lines.iter().any(|l| l.starts_with("{\"fio version\""));
-    let outcome = match run.code {
+        let smp = args.smp.unwrap_or(args.queues);
+        if smp < args.queues {
+            return Err(format!(
+                "--smp {smp} is fewer vCPUs than --queues {}: each queue needs its own vCPU",
+                args.queues
+            ));
+        }
+        if args.device_queues.is_some_and(|n| n < args.queues) {
+            return Err(format!(
+                "--device-queues {} is fewer than --queues {}",
+                args.device_queues.unwrap_or_default(),
+                args.queues
+            ));
+        }
+        qemu_present()?;
+        Ok(Machine {
+            args: args.clone(),
+            runtime,
+            smp,
+            kvm: false,
+            size,
+            image: disk_image(args, size)?,
+        })
+    }
+
+    /// Chooses the accelerator: `--accel auto` probes KVM by booting
+    /// `probe_kernel` (our guest), so every runner decides alike.
+    pub fn choose_accel(&mut self, probe_kernel: &Path) {
+        self.kvm = match self.args.accel {
+            Accel::Tcg => false,
+            Accel::Kvm => true,
+            Accel::Auto => kvm_works(probe_kernel, &self.args),
+        };
+    }
+
+    /// QEMU's arguments for this machine booting `boot`.
+    pub fn qemu_args(&self, boot: &Boot<'_>) -> Vec<String> {
+        qemu_args(&self.args, boot, &self.image, self.size, self.smp, self.kvm)
+    }
+
+    /// One line for the log: accelerator, vCPUs, transport.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} with {} vCPUs, {} transport{}",
+            if self.kvm {
+                "KVM"
+            } else {
+                "TCG (no usable KVM)"
+            },
+            self.smp,
+            match self.args.transport {
+                TransportKind::Pci => "virtio-pci",
+                TransportKind::Mmio => "virtio-mmio",
+            },
+            if self.args.iothread {
+                ", device on an iothread"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Reads how a guest run ended from the isa-debug-exit status (our guest's
+/// codes, which the Linux guest's init uses too), explaining failures on
+/// stderr as `who: FAILED: ...`.
+pub fn outcome(who: &str, run: &Run, reported: bool, timeout: Duration) -> Outcome {
+    match run.code {
         _ if run.timed_out => {
             eprintln!(
-                "xtask guest: FAILED: the guest did not finish within {} s and was killed \
+                "{who}: FAILED: the guest did not finish within {} s and was killed \
                  (hung guest?)",
                 timeout.as_secs()
             );
@@ -386,29 +472,63 @@ pub fn run(args: &GuestArgs) -> Result<Outcome, String> {
         }
         Some(1) if reported => Outcome::Passed,
         Some(1) => {
-            eprintln!("xtask guest: FAILED: the guest exited without printing its report");
+            eprintln!("{who}: FAILED: the guest exited without printing its report");
             Outcome::Broken
         }
         Some(3) => {
-            eprintln!("xtask guest: FAILED: the job ran and failed (errors or wrong data)");
+            eprintln!("{who}: FAILED: the job ran and failed (errors or wrong data)");
             Outcome::Failed
         }
         Some(5) => {
-            eprintln!(
-                "xtask guest: FAILED: the guest could not run the job (see its console above)"
-            );
+            eprintln!("{who}: FAILED: the guest could not run the job (see its console above)");
             Outcome::Broken
         }
         Some(code) => {
-            eprintln!(
-                "xtask guest: FAILED: QEMU exited with status {code} (not through isa-debug-exit)"
-            );
+            eprintln!("{who}: FAILED: QEMU exited with status {code} (not through isa-debug-exit)");
             Outcome::Broken
         }
         None => {
-            eprintln!("xtask guest: FAILED: QEMU was killed by a signal");
+            eprintln!("{who}: FAILED: QEMU was killed by a signal");
             Outcome::Broken
         }
+    }
+}
+
+/// Our guest's report line: fio's JSON schema on one line.
+pub fn report_line(lines: &[String]) -> Option<&str> {
+    lines
+        .iter()
+        .map(String::as_str)
+        .find(|l| l.starts_with("{\"fio version\""))
+}
+
+/// Runs our guest (already built) on `machine`; `echo` copies its console to
+/// stdout. Returns the outcome and the console lines.
+pub fn run_guest(
+    args: &GuestArgs,
+    machine: &Machine,
+    kernel: &Path,
+    echo: bool,
+) -> Result<(Outcome, Vec<String>), String> {
+    let cmdline = kernel_cmdline(args, machine.smp, machine.runtime);
+    let boot = Boot {
+        kernel,
+        initrd: None,
+        append: &cmdline,
     };
-    Ok(outcome)
+    let qemu = machine.qemu_args(&boot);
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(machine.runtime.ceil() as u64 + 60));
+    let run = run_qemu(&qemu, timeout, echo)?;
+    let reported = report_line(&run.lines).is_some();
+    let outcome = outcome("xtask guest", &run, reported, timeout);
+    Ok((outcome, run.lines))
+}
+
+/// Builds the guest, runs the job, reports how it ended.
+pub fn run(args: &GuestArgs) -> Result<Outcome, String> {
+    let mut machine = Machine::new(args)?;
+    let kernel = build_guest()?;
+    machine.choose_accel(&kernel);
+    eprintln!("xtask guest: {}", machine.describe());
+    Ok(run_guest(args, &machine, &kernel, true)?.0)
 }

@@ -124,7 +124,8 @@ def main():
     for label, prefix, style in [
         ("ours, split", "rings/split/", "o-"),
         ("ours, packed", "rings/packed/", "s-"),
-        ("virtio-drivers (split)", "peers/virtio-drivers/", "^--"),
+        ("ours, split, 16 entries (peers rig)", "peers/ours/", "v--"),
+        ("virtio-drivers, split, 16 entries", "peers/virtio-drivers/", "^--"),
     ]:
         depths, iops = series(estimates, prefix)
         if depths:
@@ -138,6 +139,7 @@ def main():
         threaded.plot(limit_depths, [v / 1e6 for v in limit_iops], "k:", marker="x",
                       label="idealised ring (threaded/limit)")
     threaded.set_title("Device on its own thread (vblk-bench)")
+    threaded.set_yscale("log")
     for ax in (inline, threaded):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("queue depth")

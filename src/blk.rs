@@ -18,7 +18,7 @@ pub use recovery::{Overdue, Recovered};
 use crate::error::Error;
 use crate::hal::Hal;
 use crate::packed_ring::PackedRing;
-use crate::ring::{Ring, RingKind};
+use crate::ring::{IndirectUse, Ring, RingKind};
 use crate::spec::{DeviceStatus, Features, DEVICE_TYPE_BLOCK};
 use crate::split_ring::SplitRing;
 use crate::transport::Transport;
@@ -164,7 +164,10 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         let indirect = info
             .features
             .contains(Features::INDIRECT_DESC)
-            .then_some(usize::from(info.max_segments) + 2);
+            .then_some(IndirectUse {
+                per_table: usize::from(info.max_segments) + 2,
+                max_in_flight: config.max_requests,
+            });
         let event_idx = info.features.contains(Features::EVENT_IDX);
         let ring = match info.ring {
             RingKind::Packed => Ring::Packed(PackedRing::new(hal, size, event_idx, indirect)?),

@@ -11,7 +11,9 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
-use crate::ring::{DeviceFault, IndirectTables, Segment, Used, UsedNotifications};
+use crate::ring::{
+    direct_slots, DeviceFault, IndirectTables, IndirectUse, Segment, Used, UsedNotifications,
+};
 use crate::shared::SharedArray;
 use crate::spec::{
     packed_event, EventSuppress, PackedDesc, PackedDescFlags, PackedLayout, MAX_PACKED_QUEUE_SIZE,
@@ -64,7 +66,7 @@ impl<H: Hal> PackedRing<H> {
         hal: &H,
         size: u16,
         event_idx: bool,
-        indirect: Option<usize>,
+        indirect: Option<IndirectUse>,
     ) -> Result<Self, Error> {
         if size == 0 || size > MAX_PACKED_QUEUE_SIZE {
             return Err(Error::BadQueueSize(size));
@@ -82,9 +84,7 @@ impl<H: Hal> PackedRing<H> {
             )
         };
         let indirect = match indirect {
-            Some(per_table) => {
-                Some(IndirectTables::new(hal, size, per_table).ok_or(Error::OutOfDmaMemory)?)
-            }
+            Some(use_) => Some(IndirectTables::new(hal, size, use_).ok_or(Error::OutOfDmaMemory)?),
             None => None,
         };
         let mut next_free_id: Vec<u16> = (1..=size).collect();
@@ -130,11 +130,12 @@ impl<H: Hal> PackedRing<H> {
         self.in_flight
     }
 
-    /// Ring slots a chain of `segments` takes.
-    fn slots_needed(&self, segments: usize) -> usize {
+    /// Ring slots a chain of `segments` takes now, if it can be placed.
+    #[inline]
+    fn slots_needed(&self, segments: usize) -> Option<usize> {
         match &self.indirect {
-            Some(tables) if segments <= tables.per_table() => 1,
-            _ => segments,
+            Some(tables) => tables.slots_for(segments, self.num_free, self.in_flight),
+            None => direct_slots(segments, self.num_free),
         }
     }
 
@@ -147,9 +148,9 @@ impl<H: Hal> PackedRing<H> {
 
     #[inline]
     pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
-        let needed = self.slots_needed(segments);
-        (needed >= 1 && needed <= usize::from(self.num_free) && self.free_id_head != NO_ID)
-            .then_some(self.free_id_head)
+        self.slots_needed(segments)
+            .filter(|_| self.free_id_head != NO_ID)
+            .map(|_| self.free_id_head)
     }
 
     /// The AVAIL/USED bits that mark a descriptor available in the current lap.
@@ -176,7 +177,9 @@ impl<H: Hal> PackedRing<H> {
         let id = self.free_id_head;
         self.free_id_head = self.next_free_id[usize::from(id)];
         let head = self.next_avail;
-        let slots = self.slots_needed(chain.len());
+        let slots = self
+            .slots_needed(chain.len())
+            .expect("next_id checked that the chain fits");
         let head_flags = if slots == 1 && chain.len() > 1 {
             self.write_indirect(id, chain)
         } else {

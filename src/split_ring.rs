@@ -11,7 +11,9 @@ use core::sync::atomic::{fence, AtomicU16, Ordering};
 
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
-use crate::ring::{DeviceFault, IndirectTables, Segment, Used, UsedNotifications};
+use crate::ring::{
+    direct_slots, DeviceFault, IndirectTables, IndirectUse, Segment, Used, UsedNotifications,
+};
 use crate::shared::SharedArray;
 use crate::spec::{
     need_event, SplitDesc, SplitDescFlags, SplitLayout, UsedElem, MAX_SPLIT_QUEUE_SIZE,
@@ -66,13 +68,13 @@ pub(crate) struct SplitRing<H: Hal> {
 }
 
 impl<H: Hal> SplitRing<H> {
-    /// A ring of `size` entries (a power of two up to 32768). `indirect` gives
-    /// the per-slot indirect table length when INDIRECT_DESC is used.
+    /// A ring of `size` entries (a power of two up to 32768). `indirect` says
+    /// how INDIRECT_DESC is used, when it is.
     pub(crate) fn new(
         hal: &H,
         size: u16,
         event_idx: bool,
-        indirect: Option<usize>,
+        indirect: Option<IndirectUse>,
     ) -> Result<Self, Error> {
         if size == 0 || !size.is_power_of_two() || size > MAX_SPLIT_QUEUE_SIZE {
             return Err(Error::BadQueueSize(size));
@@ -93,9 +95,7 @@ impl<H: Hal> SplitRing<H> {
             )
         };
         let indirect = match indirect {
-            Some(per_table) => {
-                Some(IndirectTables::new(hal, size, per_table).ok_or(Error::OutOfDmaMemory)?)
-            }
+            Some(use_) => Some(IndirectTables::new(hal, size, use_).ok_or(Error::OutOfDmaMemory)?),
             None => None,
         };
         // Free list 0 -> 1 -> ... -> size-1; the last link is never followed.
@@ -160,11 +160,12 @@ impl<H: Hal> SplitRing<H> {
         self.avail.get(2 + usize::from(self.layout.size))
     }
 
-    /// Descriptors a chain of `segments` takes in the table.
-    fn descriptors_needed(&self, segments: usize) -> usize {
+    /// Descriptors a chain of `segments` takes now, if it can be placed.
+    #[inline]
+    fn descriptors_needed(&self, segments: usize) -> Option<usize> {
         match &self.indirect {
-            Some(tables) if segments <= tables.per_table() => 1,
-            _ => segments,
+            Some(tables) => tables.slots_for(segments, self.num_free, self.in_flight),
+            None => direct_slots(segments, self.num_free),
         }
     }
 
@@ -177,8 +178,7 @@ impl<H: Hal> SplitRing<H> {
 
     #[inline]
     pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
-        let needed = self.descriptors_needed(segments);
-        (needed >= 1 && needed <= usize::from(self.num_free)).then_some(self.free_head)
+        self.descriptors_needed(segments).map(|_| self.free_head)
     }
 
     #[inline]
@@ -186,7 +186,7 @@ impl<H: Hal> SplitRing<H> {
         debug_assert!(self.next_id(chain.len()).is_some());
         let head = self.free_head;
         let (used_descriptors, tail) =
-            if self.descriptors_needed(chain.len()) == 1 && chain.len() > 1 {
+            if self.descriptors_needed(chain.len()) == Some(1) && chain.len() > 1 {
                 self.write_indirect(head, chain);
                 (1, head)
             } else {
@@ -500,7 +500,11 @@ mod tests {
 
     #[test]
     fn split_event_idx_kick_across_u16_wrap() {
-        let mut r = SplitRing::new(&TestHal, 8, true, Some(4)).expect("ring");
+        let indirect = IndirectUse {
+            per_table: 4,
+            max_in_flight: Some(8),
+        };
+        let mut r = SplitRing::new(&TestHal, 8, true, Some(indirect)).expect("ring");
         // Pretend 65529 buffers went through; the device asked for 65530.
         r.avail_idx = 65529;
         r.published_idx = 65529;

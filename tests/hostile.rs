@@ -106,6 +106,7 @@ mod scripted {
             queue_size: 4,
             event_idx: true,
             indirect: true,
+            max_requests: None,
             seed: 1,
             steps,
         }
@@ -172,7 +173,14 @@ mod scripted {
             Step::DeviceStep,
             Step::Poll { budget: 8 },
         ];
-        let outcome = run(&scenario(ring, steps)).expect("every promise kept");
+        // Two entries, both for requests: each request sits in its own
+        // indirect table, so the second one has id 1, the id the device picks.
+        let outcome = run(&Scenario {
+            queue_size: 2,
+            max_requests: Some(2),
+            ..scenario(ring, steps)
+        })
+        .expect("every promise kept");
         assert_eq!(
             outcome.fault_kinds,
             [DeviceFault::CompletedBeforePublished(1)],

@@ -135,6 +135,9 @@ struct Workload {
 fn random_verify(w: Workload) -> u64 {
     let mut config = Config {
         queue_size: Some(w.queue_size),
+        // The whole ring for requests: with indirect tables every request
+        // then takes its table (see vmm_split_direct_while_the_ring_has_room).
+        max_requests: Some(w.queue_size),
         ..Config::default()
     };
     if !w.event_idx {
@@ -635,6 +638,7 @@ fn vmm_split_poll_mode_suppresses_used_notifications() {
     for (event_idx, rounds) in [(true, 1400u64), (false, 200)] {
         let mut config = Config {
             queue_size: Some(64),
+            max_requests: Some(64),
             ..Config::default()
         };
         if !event_idx {
@@ -698,4 +702,41 @@ fn vmm_split_interrupt_mode_notifications_follow_used_event() {
         assert_eq!(batch(&mut rig), expected + 1, "re-armed: notified again");
         rig.finish();
     }
+}
+
+/// With the default `max_requests` (half the ring) a request goes as a
+/// direct chain while the ring's free descriptors can spare it, and in its
+/// indirect table once they are short; half the ring's entries in requests
+/// always fit, and one more is refused as QueueFull. virtio-queue's device
+/// side serves both kinds.
+#[test]
+fn vmm_split_direct_while_the_ring_has_room_indirect_when_short() {
+    let config = Config {
+        queue_size: Some(64),
+        ..Config::default()
+    };
+    let mut rig = Rig::new(VmmBlkConfig::default(), config);
+    let mut buffers: Vec<_> = (0..32).map(|_| rig.buffer(512)).collect();
+    for round in 0..50u64 {
+        for (i, buf) in buffers.drain(..).enumerate() {
+            let sector = round * 32 + i as u64;
+            rig.queue
+                .read(sector % 256, buf, sector)
+                .expect("32 requests fit in a 64-entry queue");
+        }
+        let refused = rig.queue.read(0, rig.buffer(512), 0).unwrap_err();
+        assert_eq!(refused.error, Error::QueueFull, "a 33rd is one too many");
+        rig.commit();
+        assert_eq!(rig.dev.step(0, usize::MAX), 32);
+        rig.queue.poll(usize::MAX, |c| {
+            c.result.expect("read succeeded");
+            buffers.push(c.buffer.expect("buffer back"));
+        });
+    }
+    let stats = rig.dev.stats(0);
+    assert_eq!(stats.chains, 50 * 32);
+    // From an empty ring: 16 reads go direct (3 descriptors each) before
+    // the reserve for the other 16 leaves room only for their tables.
+    assert_eq!(stats.indirect_chains, 50 * 16, "{stats:?}");
+    assert_eq!(rig.dev.violations(), Vec::<String>::new());
 }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 
-/// Largest per-queue depth: the ring holds at most 1024 entries and the
-/// bench sizes it at twice the depth.
+/// Largest per-queue depth: the ring holds at most 1024 entries, half of
+/// them for requests in their indirect tables at worst.
 pub const MAX_IODEPTH: u16 = 512;
 
 /// fio-style block I/O benchmark for the virtio-blk-mq driver.
@@ -317,13 +317,12 @@ impl Args {
         Ok(())
     }
 
-    /// Entries per ring: the next power of two ≥ 2 × iodepth (4 × without
-    /// indirect descriptors, where a request takes three), capped at 1024.
+    /// Entries per ring: the next power of two ≥ 3 × iodepth, capped at
+    /// 1024, so every request in flight fits as a direct chain (header, data,
+    /// status); with indirect tables the driver falls back to a table when a
+    /// capped ring runs short (see `Config::max_requests`, set to iodepth).
     pub fn queue_size(&self) -> u16 {
-        let per_request = if self.no_indirect { 4 } else { 2 };
-        (per_request * u32::from(self.iodepth))
-            .next_power_of_two()
-            .min(1024) as u16
+        (3 * u32::from(self.iodepth)).next_power_of_two().min(1024) as u16
     }
 
     /// Whether the device threads busy-poll.
@@ -500,11 +499,11 @@ mod tests {
     }
 
     #[test]
-    fn queue_size_is_twice_the_depth_rounded_up_and_capped() {
+    fn queue_size_holds_three_descriptors_per_request_rounded_up_and_capped() {
         let args = |depth: &str| Args::parse_from(["vblk-bench", "--iodepth", depth]);
-        assert_eq!(args("1").queue_size(), 2);
-        assert_eq!(args("32").queue_size(), 64);
-        assert_eq!(args("33").queue_size(), 128);
+        assert_eq!(args("1").queue_size(), 4);
+        assert_eq!(args("32").queue_size(), 128);
+        assert_eq!(args("43").queue_size(), 256);
         assert_eq!(args("512").queue_size(), 1024);
         let direct = Args::parse_from(["vblk-bench", "--iodepth", "32", "--no-indirect"]);
         assert_eq!(direct.queue_size(), 128);

@@ -84,6 +84,7 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
     let config = Config {
         queues: args.queues,
         queue_size: Some(args.queue_size()),
+        max_requests: Some(args.iodepth),
         mode: driver_mode(args.mode),
         ..Config::default()
     };

@@ -101,6 +101,9 @@ pub struct Scenario {
     pub event_idx: bool,
     /// INDIRECT_DESC offered.
     pub indirect: bool,
+    /// `Config::max_requests` (with indirect tables: `None` lets the driver
+    /// mix direct chains in, `Some(queue_size)` makes every request indirect).
+    pub max_requests: Option<u16>,
     /// Seed of the device's completion order.
     pub seed: u64,
     /// What happens.
@@ -190,6 +193,7 @@ impl Scenario {
             queue_size,
             event_idx: head & 2 != 0,
             indirect,
+            max_requests: (head & 64 != 0).then_some(queue_size),
             seed: seed | 1,
             steps,
         }
@@ -429,6 +433,7 @@ impl Rig {
         });
         let config = Config {
             queue_size: Some(scenario.queue_size),
+            max_requests: scenario.max_requests,
             max_segments: 1,
             ..Config::default()
         };

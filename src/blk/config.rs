@@ -30,6 +30,13 @@ pub struct Config {
     pub queues: u16,
     /// Entries per queue; `None` takes the device's maximum, capped at 256.
     pub queue_size: Option<u16>,
+    /// Requests one queue keeps in flight at most, with INDIRECT_DESC
+    /// negotiated; `None`: half the queue size. That many requests always
+    /// fit (at worst each in its indirect table, one ring entry), and the
+    /// rest of the ring lets most of them go as direct chains, which devices
+    /// serve faster (no table to follow). Without INDIRECT_DESC the ring's
+    /// descriptors are the limit: a one-buffer read takes three.
+    pub max_requests: Option<u16>,
     /// Data segments per request, at most [`MAX_DATA_SEGMENTS`]; `seg_max` caps it.
     pub max_segments: u16,
     /// Completion mode of every queue.
@@ -42,6 +49,7 @@ impl Default for Config {
             features: Features::SUPPORTED,
             queues: 1,
             queue_size: None,
+            max_requests: None,
             max_segments: 32,
             mode: Mode::Poll,
         }

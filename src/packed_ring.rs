@@ -478,6 +478,34 @@ mod tests {
         assert!(!r.event_in_batch(off_wrap(5, true), 4));
     }
 
+    /// Against a model on absolute positions (lap × size + offset; the wrap
+    /// counter is 1 in lap 0): a batch of slots [old, new) must kick iff the
+    /// device's event position lies in it, for every size, batch and event
+    /// the device can have set (at most one lap behind `new`).
+    #[test]
+    fn packed_event_in_batch_matches_a_model_of_absolute_positions() {
+        for size in 1..=9u16 {
+            let mut r = ring(size);
+            let n = u32::from(size);
+            for new_abs in n..4 * n {
+                r.next_avail = (new_abs % n) as u16;
+                r.avail_wrap = (new_abs / n) % 2 == 0;
+                for added in 1..=n {
+                    let old_abs = new_abs - added;
+                    for event_abs in new_abs - n..=new_abs {
+                        let encoded = off_wrap((event_abs % n) as u16, (event_abs / n) % 2 == 0);
+                        let expected = (old_abs..new_abs).contains(&event_abs);
+                        assert_eq!(
+                            r.event_in_batch(encoded, added as u16),
+                            expected,
+                            "size {size} batch [{old_abs}, {new_abs}) event {event_abs}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn packed_event_in_batch_odd_size_full_lap() {
         let mut r = ring(3);

@@ -262,6 +262,9 @@ impl OursRig {
         let sim = SimDevice::new(config);
         let config = Config {
             queue_size: Some(queue_size),
+            // As many requests as entries, as virtio-drivers takes them: at
+            // full depth every read then sits in its indirect table.
+            max_requests: Some(queue_size),
             ..Config::default()
         };
         let mut device =

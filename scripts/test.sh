@@ -34,5 +34,7 @@ cargo fmt --manifest-path guest/Cargo.toml -- --check
 cargo clippy --manifest-path guest/Cargo.toml -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== cargo test --benches (each criterion bench runs once, as a test)"
+cargo test --benches
 echo "== cargo test (vhost-user, against qemu-storage-daemon)"
 cargo test --features vhost-user --lib --test vhost_user

@@ -19,9 +19,10 @@ use virtio_driver::{
 };
 
 use crate::args::Args;
-use crate::job::{DirStats, QueueResult};
+use crate::job::QueueResult;
 use crate::sim_target::{RunResult, SetupError};
 use crate::vhost_target::memory_bytes;
+use vblk_report::job::Recorder;
 use vblk_report::workload::{Dir, Picker};
 
 /// How long the drain may wait for requests in flight before giving up.
@@ -147,14 +148,7 @@ fn run_queue(
     yield_when_idle: bool,
 ) -> (QueueStats, QueueResult) {
     let mut stats = QueueStats::default();
-    let mut result = QueueResult {
-        read: DirStats::empty(),
-        write: DirStats::empty(),
-        errors: 0,
-        verify_errors: 0,
-        first_problem: None,
-        elapsed: Duration::ZERO,
-    };
+    let mut result = QueueResult::new();
     let depth = args.iodepth;
     let mut slots: Vec<Slot> = Vec::with_capacity(usize::from(depth));
     for _ in 0..depth {
@@ -283,6 +277,7 @@ fn run_queue(
             }
         }
     }
-    result.elapsed = now.saturating_duration_since(start);
+    result.elapsed_ns =
+        u64::try_from(now.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX);
     (stats, result)
 }

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 use virtio_blk_mq::mq::{available_cpus, run_pinned, IrqEvent};
 use virtio_blk_mq::spec::blk_status;
@@ -12,7 +11,7 @@ use virtio_blk_mq::{BlkDevice, Config, Features, Mode, QueueStats, RingKind};
 use virtio_blk_sim::{DiskKind, Injection, SimConfig, SimDevice, SimHal, ThreadMode};
 
 use crate::args::{self, Args};
-use crate::job::{self, JobSpec, QueueResult};
+use crate::job::{self, seconds_to_ns, JobSpec, QueueResult};
 use crate::progress::Progress;
 
 /// Why the run could not start.
@@ -145,19 +144,27 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
         iodepth: args.iodepth,
         verify: args.verify,
         spin_budget: args.spin_budget,
-        runtime: Duration::from_secs_f64(args.runtime),
-        request_timeout: Duration::from_secs_f64(args.request_timeout),
-        yield_when_idle: {
-            let device_threads = if args.device_polls() { args.queues } else { 0 };
-            usize::from(args.queues + device_threads) > available_cpus()
-        },
+        runtime_ns: seconds_to_ns(args.runtime),
+        request_timeout_ns: seconds_to_ns(args.request_timeout),
+    };
+    let yield_when_idle = {
+        let device_threads = if args.device_polls() { args.queues } else { 0 };
+        usize::from(args.queues + device_threads) > available_cpus()
     };
     let counters: Arc<[AtomicU64]> = (0..args.queues).map(|_| AtomicU64::new(0)).collect();
     let progress = Progress::start(args, counters.clone());
     let show = progress.is_some();
     let finished = run_pinned(queues, |i, queue| {
         let counter = show.then(|| &counters[i]);
-        job::run(i, queue, &SimHal, &spec, irqs[i].as_ref(), counter)
+        job::run(
+            i,
+            queue,
+            &SimHal,
+            &spec,
+            yield_when_idle,
+            irqs[i].as_ref(),
+            counter,
+        )
     });
     if let Some(progress) = progress {
         progress.finish();

@@ -46,7 +46,7 @@ pub fn summarize(args: &Args, run: &RunResult) -> Summary {
         add_stats(&mut stats, queue_stats);
         errors += result.errors;
         verify_errors += result.verify_errors;
-        let nanos = u64::try_from(result.elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = result.elapsed_ns;
         longest = longest.max(nanos);
         shortest = shortest.min(nanos);
     }

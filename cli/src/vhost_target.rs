@@ -18,7 +18,7 @@ use virtio_blk_mq::transport::vhost_user::{
 use virtio_blk_mq::{BlkDevice, Config, Features, PAGE_SIZE};
 
 use crate::args::Args;
-use crate::job::{self, JobSpec};
+use crate::job::{self, seconds_to_ns, JobSpec};
 use crate::progress::Progress;
 use crate::sim_target::{driver_mode, RunResult, SetupError};
 
@@ -121,11 +121,11 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
         iodepth: args.iodepth,
         verify: false,
         spin_budget: args.spin_budget,
-        runtime: Duration::from_secs_f64(args.runtime),
-        request_timeout: Duration::from_secs_f64(args.request_timeout),
-        // The daemon's thread needs a CPU too.
-        yield_when_idle: usize::from(args.queues) + 1 > available_cpus(),
+        runtime_ns: seconds_to_ns(args.runtime),
+        request_timeout_ns: seconds_to_ns(args.request_timeout),
     };
+    // The daemon's thread needs a CPU too.
+    let yield_when_idle = usize::from(args.queues) + 1 > available_cpus();
     let counters: Arc<[AtomicU64]> = (0..args.queues).map(|_| AtomicU64::new(0)).collect();
     let progress = Progress::start(args, counters.clone());
     let show = progress.is_some();
@@ -134,7 +134,7 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
         let workers = scope.spawn(|| {
             let result = run_pinned(queues, |i, queue| {
                 let counter = show.then(|| &counters[i]);
-                job::run(i, queue, &hal, &spec, &irqs[i], counter)
+                job::run(i, queue, &hal, &spec, yield_when_idle, &irqs[i], counter)
             });
             finished_flag.store(true, Ordering::Release);
             result

@@ -166,6 +166,7 @@ pub fn job_spec(options: &Options, capacity_sectors: u64) -> Result<JobSpec, Str
         verify: options.verify,
         spin_budget: options.spin_budget,
         runtime_ns: options.runtime_ms * 1_000_000,
+        request_timeout_ns: job::REQUEST_TIMEOUT_NS,
     })
 }
 

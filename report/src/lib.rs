@@ -7,6 +7,7 @@
 //! - [`summary`]: the run's figures merged over queues ([`Summary`]).
 //! - [`normal`]: fio's human-readable layout, plus a `vblk:` line.
 //! - [`json`]: fio's JSON field names, plus a top-level `vblk` object.
+//! - [`job`]: one queue's job: submit, poll, verify, time out, record.
 //! - [`histogram`]: a log-linear latency histogram (no `std`, no float math).
 //! - [`verify`]: the data stamp (sector + generation per 512-byte sector).
 //! - [`workload`]: which block and direction comes next.
@@ -17,6 +18,7 @@
 extern crate alloc;
 
 pub mod histogram;
+pub mod job;
 pub mod json;
 mod math;
 pub mod normal;

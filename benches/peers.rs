@@ -70,16 +70,13 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use virtio_blk_mq::{BlkDevice, BlkQueue, Config, DmaBuffer, Features, RingKind, PAGE_SIZE};
-use virtio_blk_sim::{DiskKind, SimConfig, SimDevice, SimHal, SimNotifier, SimTransport};
+use virtio_blk_mq::{Config, DmaBuffer, Features, RingKind, PAGE_SIZE};
+use virtio_blk_sim::{DiskKind, SimConfig, SimDevice, SimHal};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 
+use common::inline::{InlineRig, BLOCK, BLOCK_SECTORS};
 use common::peer_adapters::{DirectWindow, PeerHal, PeerTransport};
 
-/// Bytes per read.
-const BLOCK: usize = 4096;
-/// Sectors per read.
-const BLOCK_SECTORS: u64 = (BLOCK / 512) as u64;
 /// Ring descriptors one read takes without indirect tables: header, data, status.
 const BUFFERS_PER_READ: u16 = 3;
 /// The only queue either driver uses.
@@ -240,100 +237,17 @@ impl PeerRig {
     }
 }
 
-/// Our driver on a sim device, measured as `benches/rings.rs` does.
-struct OursRig {
-    sim: SimDevice,
-    // Kept alive: dropping the device resets it.
-    _device: BlkDevice<SimHal, SimTransport>,
-    queue: BlkQueue<SimHal, SimNotifier>,
-    /// Buffers not in flight; exactly `depth` of them exist.
-    free: Vec<DmaBuffer<SimHal>>,
-    depth: u16,
-    next_sector: u64,
-    sector_span: u64,
-    submitted: u64,
-}
-
-impl OursRig {
-    /// `queue_size` matches virtio-drivers' ring, so both walk rings of one size.
-    fn new(depth: u16, queue_size: u16) -> OursRig {
-        let config = sim_config();
-        let sector_span = sector_span(&config);
-        let sim = SimDevice::new(config);
-        let config = Config {
-            queue_size: Some(queue_size),
-            // As many requests as entries, as virtio-drivers takes them: at
-            // full depth every read then sits in its indirect table.
-            max_requests: Some(queue_size),
-            ..Config::default()
-        };
-        let mut device =
-            BlkDevice::new(SimHal, sim.transport(), config).expect("the sim accepts the driver");
-        assert_eq!(
-            device.info().ring,
-            RingKind::Split,
-            "negotiated the wrong ring layout"
-        );
-        let queue = device
-            .take_queues()
-            .into_queues()
-            .into_iter()
-            .next()
-            .expect("one queue");
-        let free = (0..depth)
-            .map(|_| DmaBuffer::new(&SimHal, BLOCK).expect("dma memory for a buffer"))
-            .collect();
-        OursRig {
-            sim,
-            _device: device,
-            queue,
-            free,
-            depth,
-            next_sector: 0,
-            sector_span,
-            submitted: 0,
-        }
-    }
-
-    /// Submits `depth` reads, commits once, steps the device, polls them back.
-    #[inline]
-    fn batch(&mut self) {
-        for _ in 0..self.depth {
-            let buffer = self
-                .free
-                .pop()
-                .expect("a buffer for every request in flight");
-            let sector = self.next_sector;
-            self.next_sector = (sector + BLOCK_SECTORS) % self.sector_span;
-            if let Err(rejected) = self.queue.read(sector, buffer, sector) {
-                panic!("read refused: {rejected}");
-            }
-        }
-        self.submitted += u64::from(self.depth);
-        self.queue.commit();
-        self.sim.step(self.queue.index());
-        let free = &mut self.free;
-        let done = self.queue.poll(usize::MAX, |completion| {
-            if let Err(error) = completion.result {
-                panic!("read of sector {} failed: {error}", completion.tag);
-            }
-            free.push(
-                completion
-                    .buffer
-                    .expect("a completed read returns its buffer"),
-            );
-        });
-        assert_eq!(
-            done,
-            usize::from(self.depth),
-            "a step completes the whole batch"
-        );
-    }
-
-    fn check(&self, id: &str) {
-        assert_eq!(self.queue.fault(), None, "the driver saw a device fault");
-        report_and_check(id, &self.sim, self.submitted);
-    }
+/// Our driver on the same sim device, measured as `benches/rings.rs` does;
+/// `queue_size` matches virtio-drivers' ring, so both walk rings of one size.
+fn ours_rig(depth: u16, queue_size: u16) -> InlineRig {
+    let config = Config {
+        queue_size: Some(queue_size),
+        // As many requests as entries, as virtio-drivers takes them: at full
+        // depth every read then sits in its indirect table.
+        max_requests: Some(queue_size),
+        ..Config::default()
+    };
+    InlineRig::new(sim_config(), RingKind::Split, config, depth)
 }
 
 /// Fails on any violation or lost request; prints what the figures rest on.
@@ -386,11 +300,12 @@ fn peers(c: &mut Criterion) {
     drop(rig);
 
     for depth in [1, deep] {
-        let mut rig = OursRig::new(depth, queue_size);
+        let mut rig = ours_rig(depth, queue_size);
         group.bench_function(format!("ours/qd{depth}"), |b| {
             b.iter_custom(|batches| per_request(batches, depth, || rig.batch()))
         });
-        rig.check(&format!("peers/ours/qd{depth}"));
+        rig.check();
+        report_and_check(&format!("peers/ours/qd{depth}"), &rig.sim, rig.submitted);
     }
     group.finish();
 }

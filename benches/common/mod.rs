@@ -1,3 +1,5 @@
-//! Helpers for the benches.
+//! Helpers for the benches (each bench uses some of them).
+#![allow(dead_code)]
 
+pub mod inline;
 pub mod peer_adapters;

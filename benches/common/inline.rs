@@ -1,0 +1,99 @@
+//! Our driver against the sim stepped inline: one thread, one queue, batches
+//! of `depth` 4 KiB reads on a null disk (no copy, no cross-core traffic).
+//! `rings/*` and `peers/ours/*` both measure this rig.
+
+use virtio_blk_mq::{BlkDevice, BlkQueue, Config, DmaBuffer, RingKind};
+use virtio_blk_sim::{SimConfig, SimDevice, SimHal, SimNotifier, SimTransport};
+
+/// Bytes per read.
+pub const BLOCK: usize = 4096;
+/// Sectors per read.
+pub const BLOCK_SECTORS: u64 = (BLOCK / 512) as u64;
+
+/// One device, one queue, and the buffers that circulate through it.
+pub struct InlineRig {
+    pub sim: SimDevice,
+    // Kept alive: dropping the device resets it.
+    _device: BlkDevice<SimHal, SimTransport>,
+    queue: BlkQueue<SimHal, SimNotifier>,
+    /// Buffers not in flight; exactly `depth` of them exist.
+    free: Vec<DmaBuffer<SimHal>>,
+    depth: u16,
+    next_sector: u64,
+    /// Reads start below this, so every read lies inside the disk.
+    sector_span: u64,
+    /// Reads submitted so far.
+    pub submitted: u64,
+}
+
+impl InlineRig {
+    /// A device made from `sim_config`, driven with `config`; it must
+    /// negotiate `ring`.
+    pub fn new(sim_config: SimConfig, ring: RingKind, config: Config, depth: u16) -> InlineRig {
+        let sector_span = sim_config.capacity_sectors / BLOCK_SECTORS * BLOCK_SECTORS;
+        let sim = SimDevice::new(sim_config);
+        let mut device =
+            BlkDevice::new(SimHal, sim.transport(), config).expect("the sim accepts the driver");
+        assert_eq!(device.info().ring, ring, "negotiated the wrong ring layout");
+        let queue = device
+            .take_queues()
+            .into_queues()
+            .into_iter()
+            .next()
+            .expect("one queue");
+        let free = (0..depth)
+            .map(|_| DmaBuffer::new(&SimHal, BLOCK).expect("dma memory for a buffer"))
+            .collect();
+        InlineRig {
+            sim,
+            _device: device,
+            queue,
+            free,
+            depth,
+            next_sector: 0,
+            sector_span,
+            submitted: 0,
+        }
+    }
+
+    /// Submits `depth` reads, commits once, steps the device, polls them back.
+    #[inline]
+    pub fn batch(&mut self) {
+        for _ in 0..self.depth {
+            let buffer = self
+                .free
+                .pop()
+                .expect("a buffer for every request in flight");
+            let sector = self.next_sector;
+            self.next_sector = (sector + BLOCK_SECTORS) % self.sector_span;
+            if let Err(rejected) = self.queue.read(sector, buffer, sector) {
+                panic!("read refused: {rejected}");
+            }
+        }
+        self.submitted += u64::from(self.depth);
+        self.queue.commit();
+        self.sim.step(self.queue.index());
+        let free = &mut self.free;
+        let done = self.queue.poll(usize::MAX, |completion| {
+            if let Err(error) = completion.result {
+                panic!("read of sector {} failed: {error}", completion.tag);
+            }
+            free.push(
+                completion
+                    .buffer
+                    .expect("a completed read returns its buffer"),
+            );
+        });
+        assert_eq!(
+            done,
+            usize::from(self.depth),
+            "a step completes the whole batch"
+        );
+    }
+
+    /// Checks that nothing went wrong on either side while measuring.
+    pub fn check(&self) {
+        assert_eq!(self.queue.fault(), None, "the driver saw a device fault");
+        assert_eq!(self.sim.violations(), Vec::<String>::new());
+    }
+}

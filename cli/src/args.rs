@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
+use vblk_report::units::SizeError;
 
 /// Largest per-queue depth: the ring holds at most 1024 entries, half of
 /// them for requests in their indirect tables at worst.
@@ -355,29 +356,11 @@ fn parse_target(s: &str) -> Result<Target, String> {
 /// `1m`, `1g`, `2KiB`, `1MB` (fio's default: k = 1024).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let lower = s.to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (number, suffix) = lower.split_at(digits_end);
-    if number.is_empty() {
-        return Err(format!(
-            "`{s}` is not a size (examples: 512, 4k, 64k, 1m, 1g)"
-        ));
-    }
-    let shift = match suffix {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("`{s}` has an unknown unit (use k, m, g or t)")),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1u64 << shift))
-        .ok_or_else(|| format!("`{s}` is too large"))
+    vblk_report::units::parse_bytes(s).map_err(|error| match error {
+        SizeError::NoNumber => format!("`{s}` is not a size (examples: 512, 4k, 64k, 1m, 1g)"),
+        SizeError::UnknownUnit => format!("`{s}` has an unknown unit (use k, m, g or t)"),
+        SizeError::TooLarge => format!("`{s}` is too large"),
+    })
 }
 
 fn parse_sectors_multiple(s: &str) -> Result<u64, String> {

@@ -111,19 +111,7 @@ impl Default for Options {
 
 /// A byte count with an optional binary suffix (`512`, `4k`, `1m`, `1g`).
 pub fn parse_bytes(text: &str) -> Option<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (number, suffix) = lower.split_at(end);
-    let shift = match suffix {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return None,
-    };
-    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+    vblk_report::units::parse_bytes(text).ok()
 }
 
 /// Seconds, fractions allowed, to milliseconds.

@@ -9,6 +9,7 @@
 //! - [`json`]: fio's JSON field names, plus a top-level `vblk` object.
 //! - [`job`]: one queue's job: submit, poll, verify, time out, record.
 //! - [`histogram`]: a log-linear latency histogram (no `std`, no float math).
+//! - [`units`]: byte counts with k/m/g/t suffixes.
 //! - [`verify`]: the data stamp (sector + generation per 512-byte sector).
 //! - [`workload`]: which block and direction comes next.
 #![no_std]
@@ -23,6 +24,7 @@ pub mod json;
 mod math;
 pub mod normal;
 pub mod summary;
+pub mod units;
 pub mod verify;
 pub mod workload;
 

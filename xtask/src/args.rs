@@ -174,19 +174,7 @@ fn parse_disk(s: &str) -> Result<Disk, String> {
 
 /// Parses a byte count with an optional binary suffix (as the bench CLI does).
 pub fn parse_bytes(s: &str) -> Option<u64> {
-    let lower = s.trim().to_ascii_lowercase();
-    let end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (number, suffix) = lower.split_at(end);
-    let shift = match suffix {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return None,
-    };
-    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+    vblk_report::units::parse_bytes(s).ok()
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use vblk_report::units::SizeError;
 
+use crate::job::{seconds_to_ns, JobSpec};
+
 /// Largest per-queue depth: the ring holds at most 1024 entries, half of
 /// them for requests in their indirect tables at worst.
 pub const MAX_IODEPTH: u16 = 512;
@@ -324,6 +326,41 @@ impl Args {
     /// capped ring runs short (see `Config::max_requests`, set to iodepth).
     pub fn queue_size(&self) -> u16 {
         (3 * u32::from(self.iodepth)).next_power_of_two().min(1024) as u16
+    }
+
+    /// The driver's configuration for this job, whatever the target.
+    pub fn driver_config(&self) -> virtio_blk_mq::Config {
+        let config = virtio_blk_mq::Config {
+            queues: self.queues,
+            queue_size: Some(self.queue_size()),
+            max_requests: Some(self.iodepth),
+            mode: match self.mode {
+                Mode::Poll => virtio_blk_mq::Mode::Poll,
+                Mode::Irq => virtio_blk_mq::Mode::Interrupt,
+                Mode::Hybrid => virtio_blk_mq::Mode::Hybrid,
+            },
+            ..virtio_blk_mq::Config::default()
+        };
+        if self.no_indirect {
+            config.without(virtio_blk_mq::Features::INDIRECT_DESC)
+        } else {
+            config
+        }
+    }
+
+    /// Every queue's job, over `blocks_per_queue` blocks each.
+    pub fn job_spec(&self, blocks_per_queue: u64) -> JobSpec {
+        JobSpec {
+            block_size: self.bs,
+            blocks_per_queue,
+            random: self.rw.random(),
+            read_percent: self.rw.read_percent(self.rwmixread),
+            iodepth: self.iodepth,
+            verify: self.verify,
+            spin_budget: self.spin_budget,
+            runtime_ns: seconds_to_ns(self.runtime),
+            request_timeout_ns: seconds_to_ns(self.request_timeout),
+        }
     }
 
     /// Whether the device threads busy-poll.

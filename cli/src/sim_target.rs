@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use virtio_blk_mq::mq::{available_cpus, run_pinned, IrqEvent};
 use virtio_blk_mq::spec::blk_status;
-use virtio_blk_mq::{BlkDevice, Config, Features, Mode, QueueStats, RingKind};
+use virtio_blk_mq::{BlkDevice, Features, QueueStats, RingKind};
 use virtio_blk_sim::{DiskKind, Injection, SimConfig, SimDevice, SimHal, ThreadMode};
 
 use crate::args::{self, Args};
-use crate::job::{self, seconds_to_ns, JobSpec, QueueResult};
+use crate::job::{self, QueueResult};
 use crate::progress::Progress;
 
 /// Why the run could not start.
@@ -56,14 +56,6 @@ pub struct RunResult {
     pub failure: Option<String>,
 }
 
-pub fn driver_mode(mode: args::Mode) -> Mode {
-    match mode {
-        args::Mode::Poll => Mode::Poll,
-        args::Mode::Irq => Mode::Interrupt,
-        args::Mode::Hybrid => Mode::Hybrid,
-    }
-}
-
 /// Sets up the simulated device and runs the job on every queue.
 pub fn run(args: &Args) -> Result<RunResult, SetupError> {
     let mut sim_config = SimConfig {
@@ -91,18 +83,7 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
         args::Ring::Packed => RingKind::Packed,
     };
     let sim = SimDevice::new(sim_config);
-    let config = Config {
-        queues: args.queues,
-        queue_size: Some(args.queue_size()),
-        max_requests: Some(args.iodepth),
-        mode: driver_mode(args.mode),
-        ..Config::default()
-    };
-    let config = if args.no_indirect {
-        config.without(Features::INDIRECT_DESC)
-    } else {
-        config
-    };
+    let config = args.driver_config();
     let mut device = BlkDevice::new(SimHal, sim.transport(), config).map_err(SetupError::Driver)?;
     if device.info().ring != ring {
         return Err(SetupError::Ring(device.info().ring));
@@ -136,17 +117,7 @@ pub fn run(args: &Args) -> Result<RunResult, SetupError> {
         usize::from(args.queues),
     );
 
-    let spec = JobSpec {
-        block_size: args.bs,
-        blocks_per_queue: args.size / args.bs / u64::from(args.queues),
-        random: args.rw.random(),
-        read_percent: args.rw.read_percent(args.rwmixread),
-        iodepth: args.iodepth,
-        verify: args.verify,
-        spin_budget: args.spin_budget,
-        runtime_ns: seconds_to_ns(args.runtime),
-        request_timeout_ns: seconds_to_ns(args.request_timeout),
-    };
+    let spec = args.job_spec(args.size / args.bs / u64::from(args.queues));
     let yield_when_idle = {
         let device_threads = if args.device_polls() { args.queues } else { 0 };
         usize::from(args.queues + device_threads) > available_cpus()

@@ -15,12 +15,12 @@ use virtio_blk_mq::mq::{available_cpus, run_pinned};
 use virtio_blk_mq::transport::vhost_user::{
     DaemonBackend, DaemonConfig, StorageDaemon, VhostUserHal, VhostUserIrq, VhostUserTransport,
 };
-use virtio_blk_mq::{BlkDevice, Config, Features, PAGE_SIZE};
+use virtio_blk_mq::{BlkDevice, PAGE_SIZE};
 
 use crate::args::Args;
-use crate::job::{self, seconds_to_ns, JobSpec};
+use crate::job;
 use crate::progress::Progress;
-use crate::sim_target::{driver_mode, RunResult, SetupError};
+use crate::sim_target::{RunResult, SetupError};
 
 /// How often the device status is checked during a run.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
@@ -81,18 +81,7 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
         .map_err(|e| SetupError::Backend(format!("cannot create DMA memory: {e}")))?;
     let transport = VhostUserTransport::connect(backend.socket(), &hal)
         .map_err(|e| SetupError::Backend(e.to_string()))?;
-    let config = Config {
-        queues: args.queues,
-        queue_size: Some(args.queue_size()),
-        max_requests: Some(args.iodepth),
-        mode: driver_mode(args.mode),
-        ..Config::default()
-    };
-    let config = if args.no_indirect {
-        config.without(Features::INDIRECT_DESC)
-    } else {
-        config
-    };
+    let config = args.driver_config();
     let mut device = BlkDevice::new(hal.clone(), transport, config).map_err(SetupError::Driver)?;
     let ring = device.info().ring;
     let capacity = device.info().capacity_sectors * 512;
@@ -113,17 +102,9 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
             args.bs
         )));
     }
-    let spec = JobSpec {
-        block_size: args.bs,
-        blocks_per_queue,
-        random: args.rw.random(),
-        read_percent: args.rw.read_percent(args.rwmixread),
-        iodepth: args.iodepth,
-        verify: false,
-        spin_budget: args.spin_budget,
-        runtime_ns: seconds_to_ns(args.runtime),
-        request_timeout_ns: seconds_to_ns(args.request_timeout),
-    };
+    // --verify is refused for this target (args.check), so the job reads
+    // what the export holds without checking it.
+    let spec = args.job_spec(blocks_per_queue);
     // The daemon's thread needs a CPU too.
     let yield_when_idle = usize::from(args.queues) + 1 > available_cpus();
     let counters: Arc<[AtomicU64]> = (0..args.queues).map(|_| AtomicU64::new(0)).collect();

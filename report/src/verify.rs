@@ -155,9 +155,33 @@ pub fn check_stamped(data: &[u8], first_sector: u64) -> Result<u32, Mismatch> {
     Ok(generation)
 }
 
+/// Sectors the Kerla kext's boot self-test stamps on a disk of
+/// `capacity_sectors` (at least [`SELF_TEST_MIN_SECTORS`]): the first 4 KiB;
+/// 100 KiB crossing the 128 KiB mark (more than one 64 KiB bounce piece);
+/// the last 4 KiB. The kext writes them and the host checks the disk image
+/// against the same list, with the sectors around each left zero.
+pub fn self_test_regions(capacity_sectors: u64) -> [core::ops::Range<u64>; 3] {
+    [0..8, 200..400, capacity_sectors - 8..capacity_sectors]
+}
+
+/// The smallest disk the self-test runs on: its regions apart, with room
+/// for an untouched sector between them.
+pub const SELF_TEST_MIN_SECTORS: u64 = 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_test_regions_are_apart_and_inside_the_disk() {
+        let regions = self_test_regions(SELF_TEST_MIN_SECTORS);
+        assert!(regions[1].contains(&256), "crosses 128 KiB");
+        assert!(regions[1].end - regions[1].start > 128, "more than 64 KiB");
+        for pair in regions.windows(2) {
+            assert!(pair[0].end < pair[1].start, "{pair:?}");
+        }
+        assert_eq!(regions[2].end, SELF_TEST_MIN_SECTORS);
+    }
 
     #[test]
     fn a_stamped_block_checks_clean() {

@@ -32,6 +32,8 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== guest kernel: fmt, clippy (its own workspace)"
 cargo fmt --manifest-path guest/Cargo.toml -- --check
 cargo clippy --manifest-path guest/Cargo.toml -- -D warnings
+echo "== cargo xtask kerla (the kext inside the real Kerla: build, boot, host-side disk check)"
+cargo xtask kerla
 echo "== cargo test"
 cargo test --workspace
 echo "== cargo test --benches (each criterion bench runs once, as a test)"

@@ -26,6 +26,9 @@ pub enum Task {
     /// over a matrix of jobs; print one table.
     #[command(mut_arg("memory", |a| a.default_value("1G")))]
     Compare(crate::compare::CompareArgs),
+    /// Build the real Kerla (../shared/kerla/) with the project's patch
+    /// series and the kext, boot it in QEMU, check the disk on the host.
+    Kerla(crate::kerla::KerlaArgs),
 }
 
 /// One guest run.

@@ -9,10 +9,17 @@
 //! `cargo xtask linux-fio [flags]` runs the same job with Linux's virtio_blk
 //! and real fio on the same QEMU line; `cargo xtask compare` runs both guests
 //! over a matrix of jobs and prints one table.
+//!
+//! `cargo xtask kerla` builds the real Kerla from `../shared/kerla/` with
+//! the project's patch series and the kext, boots it in QEMU with the
+//! kext's self-test, and checks the disk image on the host.
 #![deny(missing_docs)]
 
 mod args;
 mod compare;
+mod cpio;
+mod hash;
+mod kerla;
 mod linux;
 mod qemu;
 
@@ -41,6 +48,13 @@ fn main() -> ExitCode {
             Ok(outcome) => outcome.exit_code(),
             Err(error) => {
                 eprintln!("xtask compare: error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        args::Task::Kerla(kerla) => match kerla::run(&kerla) {
+            Ok(outcome) => outcome.exit_code(),
+            Err(error) => {
+                eprintln!("xtask kerla: error: {error}");
                 ExitCode::from(2)
             }
         },

@@ -70,8 +70,34 @@ fn qemu_present() -> Result<(), String> {
     }
 }
 
+/// No display and no default devices; the serial console on stdout; exit
+/// instead of rebooting.
+pub const HEADLESS: &[&str] = &[
+    "-display",
+    "none",
+    "-nodefaults",
+    "-no-reboot",
+    "-serial",
+    "stdio",
+];
+
+/// The machine for a transport: `pc` for virtio-pci, `microvm` with
+/// modern virtio-mmio for virtio-mmio.
+pub fn machine_args(transport: TransportKind) -> &'static [&'static str] {
+    match transport {
+        TransportKind::Pci => &["-M", "pc"],
+        // microvm's virtio-mmio defaults to the legacy (version 1) layout.
+        TransportKind::Mmio => &[
+            "-M",
+            "microvm,acpi=off",
+            "-global",
+            "virtio-mmio.force-legacy=false",
+        ],
+    }
+}
+
 /// QEMU option values treat ',' as a separator; a literal one is doubled.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value.replace(',', ",,")
 }
 
@@ -195,36 +221,16 @@ fn qemu_args(
 ) -> Vec<String> {
     let mut qemu: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| qemu.extend(items.iter().map(|s| s.to_string()));
-    match args.transport {
-        TransportKind::Pci => push(&["-M", "pc"]),
-        // microvm's virtio-mmio defaults to the legacy (version 1) layout.
-        TransportKind::Mmio => push(&[
-            "-M",
-            "microvm,acpi=off",
-            "-global",
-            "virtio-mmio.force-legacy=false",
-        ]),
-    }
+    push(machine_args(args.transport));
     if kvm {
         push(&["-accel", "kvm", "-cpu", "host"]);
     } else {
         push(&["-accel", "tcg,thread=multi"]);
     }
     let smp = smp.to_string();
-    push(&[
-        "-smp",
-        &smp,
-        "-m",
-        &args.memory,
-        "-display",
-        "none",
-        "-nodefaults",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=0x04",
-    ]);
+    push(&["-smp", &smp, "-m", &args.memory]);
+    push(HEADLESS);
+    push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     match &image.path {
         None => push(&[
             "-blockdev",
@@ -288,6 +294,18 @@ pub struct Run {
 /// `echo`; otherwise QEMU's own messages are dropped too), killing it after
 /// `timeout`.
 pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, String> {
+    run_qemu_until(qemu, timeout, echo, |_| false)
+}
+
+/// [`run_qemu`], also killing QEMU once the console prints a line for
+/// which `stop` is true (a kernel that panicked and will never exit);
+/// that run reports `timed_out: false` and no exit code.
+pub fn run_qemu_until(
+    qemu: &[String],
+    timeout: Duration,
+    echo: bool,
+    stop: impl Fn(&str) -> bool + Send + 'static,
+) -> Result<Run, String> {
     let mut child = Command::new(QEMU)
         .args(qemu)
         .stdin(Stdio::null())
@@ -301,11 +319,16 @@ pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, S
         .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (lines_tx, lines_rx) = mpsc::channel();
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_seen = stopped.clone();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             // The guest's serial console ends lines with CR LF.
             let line = line.trim_end_matches('\r').to_string();
+            if stop(&line) {
+                stop_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if echo {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
@@ -322,6 +345,10 @@ pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, S
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             break status;
         }
+        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = child.kill();
+            break child.wait().map_err(|e| e.to_string())?;
+        }
         if start.elapsed() >= timeout {
             timed_out = true;
             let _ = child.kill();
@@ -331,7 +358,11 @@ pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, S
     };
     let _ = reader.join();
     Ok(Run {
-        code: if timed_out { None } else { status.code() },
+        code: if timed_out || stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            None
+        } else {
+            status.code()
+        },
         timed_out,
         lines: lines_rx.try_iter().collect(),
     })

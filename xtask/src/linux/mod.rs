@@ -7,9 +7,8 @@
 //! command line, prints fio's JSON between marker lines on the serial
 //! console, and leaves through isa-debug-exit with our guest's exit codes.
 
-mod cpio;
 mod debian;
-mod elf;
+pub(crate) mod elf;
 pub mod fio;
 mod initramfs;
 

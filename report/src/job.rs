@@ -127,7 +127,9 @@ impl core::fmt::Display for BadRequest {
         )?;
         match &self.problem {
             Problem::Failed(error) => write!(f, " failed: {error}"),
-            Problem::Mismatch(m) => write!(f, " read wrong data: sector {}: {}", m.sector, m.what),
+            Problem::Mismatch(m) => {
+                write!(f, " returned wrong data: sector {}: {}", m.sector, m.what)
+            }
         }
     }
 }

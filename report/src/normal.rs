@@ -237,13 +237,25 @@ mod tests {
         let summary = Summary {
             name: "vblk".into(),
             errors: 1,
-            bad_requests: alloc::vec![BadRequest {
-                queue: 1,
-                dir: crate::workload::Dir::Read,
-                sector: 2048,
-                sectors: 8,
-                problem: Problem::Failed(virtio_blk_mq::Error::IoError),
-            }],
+            bad_requests: alloc::vec![
+                BadRequest {
+                    queue: 1,
+                    dir: crate::workload::Dir::Read,
+                    sector: 2048,
+                    sectors: 8,
+                    problem: Problem::Failed(virtio_blk_mq::Error::IoError),
+                },
+                BadRequest {
+                    queue: 0,
+                    dir: crate::workload::Dir::Read,
+                    sector: 616,
+                    sectors: 8,
+                    problem: Problem::Mismatch(crate::verify::Mismatch {
+                        sector: 619,
+                        what: "byte 100 differs from the pattern".into(),
+                    }),
+                },
+            ],
             ..Summary::default()
         };
         let text = normal(&summary, 7);
@@ -253,6 +265,13 @@ mod tests {
             Some(
                 "  bad request: queue 1: read of 8 sectors at sector 2048 failed: \
                  device reported an I/O error"
+            )
+        );
+        assert_eq!(
+            text.lines().nth(vblk + 2),
+            Some(
+                "  bad request: queue 0: read of 8 sectors at sector 616 returned wrong data: \
+                 sector 619: byte 100 differs from the pattern"
             )
         );
         assert!(text.contains("err= 5"));

@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use vblk_report::blkdebug;
+
 use crate::args::{parse_bytes, Accel, Disk, GuestArgs, Irq, Mode, Ring, TransportKind};
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -194,6 +196,9 @@ fn kernel_cmdline(args: &GuestArgs, smp: u16, runtime: f64) -> String {
     if args.kext {
         cmdline.push_str(" kext=1");
     }
+    if let Some(n) = args.number_ios {
+        cmdline.push_str(&format!(" number_ios={n}"));
+    }
     cmdline
 }
 
@@ -231,10 +236,13 @@ fn qemu_args(
     push(&["-smp", &smp, "-m", &args.memory]);
     push(HEADLESS);
     push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    // The device's drive is node d0: the disk, or blkdebug over it (b0).
+    let filtered = !args.blkdebug_error.is_empty();
+    let disk_node = if filtered { "b0" } else { "d0" };
     match &image.path {
         None => push(&[
             "-blockdev",
-            &format!("driver=null-co,node-name=d0,size={size},read-zeroes=on"),
+            &format!("driver=null-co,node-name={disk_node},size={size},read-zeroes=on"),
         ]),
         Some(path) => push(&[
             "-blockdev",
@@ -243,8 +251,17 @@ fn qemu_args(
                 escape(&path.to_string_lossy())
             ),
             "-blockdev",
-            "driver=raw,file=f0,node-name=d0",
+            &format!("driver=raw,file=f0,node-name={disk_node}"),
         ]),
+    }
+    if filtered {
+        push(&[
+            "-blockdev",
+            &format!(
+                "driver=blkdebug,node-name=d0,image=b0,{}",
+                blkdebug::inject_error_options(&args.blkdebug_error)
+            ),
+        ]);
     }
     let packed = if args.ring == Ring::Packed {
         "on"
@@ -266,6 +283,11 @@ fn qemu_args(
     if args.iothread {
         push(&["-object", "iothread,id=io0"]);
         device.push_str(",iothread=io0");
+    }
+    if filtered {
+        // QEMU merges adjacent requests into one I/O; an injected error
+        // would then fail every request merged with the one it aims at.
+        device.push_str(",request-merging=off");
     }
     push(&[
         "-device",
@@ -382,6 +404,7 @@ fn kvm_works(kernel: &Path, args: &GuestArgs) -> bool {
     probe_args.disk = Disk::Null;
     probe_args.iothread = false;
     probe_args.device_queues = None;
+    probe_args.blkdebug_error.clear();
     let image = DiskImage {
         path: None,
         remove: false,
@@ -562,4 +585,76 @@ pub fn run(args: &GuestArgs) -> Result<Outcome, String> {
     machine.choose_accel(&kernel);
     eprintln!("xtask guest: {}", machine.describe());
     Ok(run_guest(args, &machine, &kernel, true)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Task};
+
+    fn guest_args(flags: &[&str]) -> GuestArgs {
+        let cli = Cli::parse_from([&["cargo xtask", "guest"][..], flags].concat());
+        let Task::Guest(args) = cli.task else {
+            unreachable!("parsed as guest")
+        };
+        args
+    }
+
+    fn line(flags: &[&str], image: Option<&str>) -> Vec<String> {
+        let args = guest_args(flags);
+        let image = DiskImage {
+            path: image.map(PathBuf::from),
+            remove: false,
+        };
+        let boot = Boot {
+            kernel: Path::new("/k"),
+            initrd: None,
+            append: "",
+        };
+        qemu_args(&args, &boot, &image, 1 << 20, 1, false)
+    }
+
+    #[test]
+    fn blkdebug_rules_wrap_the_disk_and_turn_request_merging_off() {
+        let plain = line(&[], Some("/d.img"));
+        assert!(plain.contains(&"driver=raw,file=f0,node-name=d0".to_string()));
+        assert!(!plain
+            .iter()
+            .any(|a| a.contains("blkdebug") || a.contains("merging")));
+
+        let rules = [
+            "--blkdebug-error",
+            "read:8",
+            "--blkdebug-error",
+            "write:16:once",
+        ];
+        let qemu = line(&rules, Some("/d.img"));
+        assert!(qemu.contains(&"driver=raw,file=f0,node-name=b0".to_string()));
+        let blkdebug = qemu
+            .iter()
+            .find(|a| a.starts_with("driver=blkdebug,node-name=d0,image=b0,"))
+            .expect("a blkdebug node named d0");
+        assert!(blkdebug.ends_with(&blkdebug::inject_error_options(
+            &guest_args(&rules).blkdebug_error
+        )));
+        let device = qemu
+            .iter()
+            .find(|a| a.starts_with("virtio-blk-pci,"))
+            .unwrap();
+        assert!(device.contains("drive=d0") && device.ends_with(",request-merging=off"));
+        // A null disk can be wrapped too.
+        let null = line(&rules, None);
+        assert!(null
+            .iter()
+            .any(|a| a.starts_with("driver=null-co,node-name=b0,")));
+    }
+
+    #[test]
+    fn number_ios_goes_on_the_kernel_command_line() {
+        let args = guest_args(&["--number-ios", "512"]);
+        assert!(kernel_cmdline(&args, 1, 1.0).ends_with(" number_ios=512"));
+        assert!(!kernel_cmdline(&guest_args(&[]), 1, 1.0).contains("number_ios"));
+    }
 }

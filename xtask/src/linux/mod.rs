@@ -54,6 +54,9 @@ pub fn fit_job(args: &mut GuestArgs) -> Result<Option<String>, String> {
             "linux-fio does not verify data (use cargo xtask guest --verify for that)".into(),
         );
     }
+    if args.number_ios.is_some() {
+        return Err("linux-fio runs timed jobs: --number-ios is for cargo xtask guest".into());
+    }
     if args.transport == TransportKind::Mmio {
         return Err(
             "--transport mmio: Debian's kernel finds virtio-mmio devices only through ACPI or a \

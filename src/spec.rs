@@ -5,7 +5,7 @@
 //! other side writes it. All multi-byte fields are little-endian on the wire
 //! (VIRTIO 1.2 §2.4); accessors in the ring modules convert.
 
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
+use crate::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
 
 /// Virtio device type of a block device (VIRTIO 1.2 §5).
 pub const DEVICE_TYPE_BLOCK: u32 = 2;
@@ -152,6 +152,13 @@ pub mod packed_event {
     pub const DESC: u16 = 2;
     /// Bit of `off_wrap` that carries the wrap counter.
     pub const WRAP_BIT: u16 = 1 << 15;
+
+    /// The event suppression structure as one 32-bit word in CPU order
+    /// (`off_wrap` in bits 0..16, `flags` in bits 16..32; store it with
+    /// `to_le`), for a side that writes or reads both fields at once.
+    pub const fn word(off_wrap: u16, flags: u16) -> u32 {
+        off_wrap as u32 | (flags as u32) << 16
+    }
 }
 
 /// One split-ring descriptor (§2.7.5). 16 bytes, 16-byte aligned in the table.

@@ -5,9 +5,9 @@
 //! only where the device writes it (the used ring, `avail_event`, `used.flags`)
 //! and every value read there is checked before it is used.
 
+use crate::sync::atomic::{fence, AtomicU16, Ordering};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, AtomicU16, Ordering};
 
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
@@ -290,7 +290,11 @@ impl<H: Hal> SplitRing<H> {
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
         if self.last_used == self.device_used_idx {
             // Rule 3: Acquire on used.idx before reading the elements it covers.
-            let published = u16::from_le(self.used_header.get(1).load(Ordering::Acquire));
+            let mut published = self.load_used_idx();
+            if published == self.last_used && self.follow_used_event() {
+                // Rule 4: used_event moved; look again after the fence.
+                published = self.load_used_idx();
+            }
             if published == self.last_used {
                 return Ok(None);
             }
@@ -333,11 +337,40 @@ impl<H: Hal> SplitRing<H> {
         Ok(Some(Used { id: head, len, seq }))
     }
 
+    /// `used.idx`. Acquire pairs with the device's Release of it (rule 3):
+    /// the elements it covers were written before this load.
+    #[inline]
+    fn load_used_idx(&self) -> u16 {
+        u16::from_le(self.used_header.get(1).load(Ordering::Acquire))
+    }
+
+    /// With notifications on and EVENT_IDX, moves `used_event` to what we
+    /// have consumed, so the device notifies at the next completion after
+    /// the ones we took (VIRTIO 1.2 §2.7.7.2): a queue drained from its
+    /// interrupt handler stays armed without calling `arm_and_check`. True
+    /// when it moved it and fenced; the caller must then re-check used.idx.
+    #[inline]
+    fn follow_used_event(&mut self) -> bool {
+        if !self.event_idx
+            || self.notifications == UsedNotifications::Off
+            || self.used_event == self.last_used
+        {
+            return false;
+        }
+        self.used_event = self.last_used;
+        self.used_event_field()
+            .store(self.used_event.to_le(), Ordering::Relaxed);
+        // Rule 4: the new used_event is visible before we look at used.idx
+        // again; pairs with the device's fence between publishing used.idx
+        // and reading used_event. Either it sees the new event, or we see
+        // its completion.
+        fence(Ordering::SeqCst);
+        true
+    }
+
     #[inline]
     pub(crate) fn used_horizon(&self) -> Option<u64> {
-        // Acquire pairs with the device's Release of used.idx (rule 3): the
-        // elements it covers were written before this load.
-        let published = u16::from_le(self.used_header.get(1).load(Ordering::Acquire));
+        let published = self.load_used_idx();
         // Not clamped to what is in flight: elements beyond it are exactly
         // the ones no request of the new batch may take (poll also reports
         // the jump).
@@ -347,9 +380,7 @@ impl<H: Hal> SplitRing<H> {
 
     #[inline]
     pub(crate) fn has_used(&self) -> bool {
-        // Acquire pairs with the device's Release of used.idx (rule 3).
-        self.last_used != self.device_used_idx
-            || u16::from_le(self.used_header.get(1).load(Ordering::Acquire)) != self.last_used
+        self.last_used != self.device_used_idx || self.load_used_idx() != self.last_used
     }
 
     /// Puts `used_event` just behind our position: the device would have to

@@ -14,7 +14,12 @@ pub enum Mode {
     /// The owner busy-polls; used-buffer notifications are off.
     #[default]
     Poll,
-    /// Used-buffer notifications on; completions drained from the interrupt handler.
+    /// Used-buffer notifications on; completions drained from the interrupt
+    /// handler by calling [`crate::BlkQueue::poll`] until it hands out fewer
+    /// than its budget. A poll that finds the ring empty leaves the queue
+    /// armed for the next completion (with EVENT_IDX it moves the event
+    /// index to where it stopped), so the handler need not re-arm; a poll
+    /// stopped by its budget does not, so the handler polls again.
     Interrupt,
     /// Poll while busy; after an idle spin budget re-arm and wait for the interrupt.
     Hybrid,

@@ -349,7 +349,8 @@ impl<H: Hal> PackedRing<H> {
     #[inline]
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
         // Rule 4: when the event position moved, look again after the fence.
-        if !self.used_ready()? && !(self.follow_used_event() && self.used_ready()?) {
+        let ready = self.used_ready()? || (self.follow_used_event() && self.used_ready()?);
+        if !ready {
             return Ok(None);
         }
         let desc = self.desc.get(usize::from(self.next_used));

@@ -169,7 +169,7 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
                 max_in_flight: config.max_requests,
             });
         let event_idx = info.features.contains(Features::EVENT_IDX);
-        let ring = match info.ring {
+        let mut ring = match info.ring {
             RingKind::Packed => Ring::Packed(PackedRing::new(hal, size, event_idx, indirect)?),
             // Split rings need a power of two; take the largest one that fits.
             RingKind::Split => {
@@ -181,6 +181,7 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
                 Ring::Split(SplitRing::new(hal, size, event_idx, indirect)?)
             }
         };
+        ring.set_order_platform(info.features.contains(Features::ORDER_PLATFORM));
         transport.setup_queue(index, ring.size(), ring.addresses())?;
         let notifier = transport.notifier(index);
         BlkQueue::new(

@@ -18,6 +18,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod barrier;
 pub mod blk;
 pub mod error;
 pub mod hal;

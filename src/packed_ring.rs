@@ -5,7 +5,8 @@
 //! private shadows; the only device-written values it reads are used
 //! descriptors and the device event suppression structure, and it checks both.
 
-use crate::sync::atomic::{fence, AtomicU32, Ordering};
+use crate::barrier;
+use crate::sync::atomic::{AtomicU32, Ordering};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -36,6 +37,8 @@ pub(crate) struct PackedRing<H: Hal> {
     memory: DmaRegion<H>,
     layout: PackedLayout,
     event_idx: bool,
+    /// VIRTIO_F_ORDER_PLATFORM: the device is hardware (see `barrier`).
+    platform: bool,
 
     /// Ring slots not holding a posted descriptor.
     num_free: u16,
@@ -103,6 +106,7 @@ impl<H: Hal> PackedRing<H> {
             memory,
             layout,
             event_idx,
+            platform: false,
             num_free: size,
             free_id_head: 0,
             next_free_id,
@@ -128,6 +132,11 @@ impl<H: Hal> PackedRing<H> {
             driver: base + self.layout.driver_event as u64,
             device: base + self.layout.device_event as u64,
         }
+    }
+
+    /// Uses the platform's DMA barriers too (VIRTIO_F_ORDER_PLATFORM).
+    pub(crate) fn set_order_platform(&mut self, on: bool) {
+        self.platform = on;
     }
 
     pub(crate) fn size(&self) -> u16 {
@@ -274,13 +283,15 @@ impl<H: Hal> PackedRing<H> {
             return false;
         };
         // Rule 1: every descriptor of the batch, and every later head, is
-        // written before the first head's flags hand the batch over (Release).
+        // written before the first head's flags hand the batch over (Release;
+        // for a hardware device, the platform's write barrier too).
+        barrier::before_publish(self.platform);
         self.desc
             .get(usize::from(head))
             .flags
             .store(flags.to_le(), Ordering::Release);
         // Rule 2: publish before reading the device's event suppression state.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         let added = self.batch_slots;
         self.batch_slots = 0;
         self.batch_chains = 0;
@@ -353,6 +364,7 @@ impl<H: Hal> PackedRing<H> {
         if !ready {
             return Ok(None);
         }
+        barrier::after_consume(self.platform);
         let desc = self.desc.get(usize::from(self.next_used));
         let id = u16::from_le(desc.id.load(Ordering::Relaxed));
         let len = u32::from_le(desc.len.load(Ordering::Relaxed));
@@ -408,7 +420,7 @@ impl<H: Hal> PackedRing<H> {
         // Rule 4: the new position is visible before we look at the ring
         // again; pairs with the device's fence between writing a used
         // descriptor and reading our event suppression structure.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         true
     }
 
@@ -487,7 +499,7 @@ impl<H: Hal> PackedRing<H> {
         // The re-arm must be visible before we look at the ring again, pairing
         // with the device's fence between writing a used descriptor and reading
         // our event suppression structure.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         self.has_used()
     }
 }

@@ -158,6 +158,12 @@ impl<H: Hal> Ring<H> {
         dispatch!(self, r => r.size())
     }
 
+    /// Adds the platform's DMA barriers to the ring's fences, for a device
+    /// that negotiated VIRTIO_F_ORDER_PLATFORM (see `crate::barrier`).
+    pub(crate) fn set_order_platform(&mut self, on: bool) {
+        dispatch!(self, r => r.set_order_platform(on))
+    }
+
     /// The slot id the next `add` of `segments` segments will use, if it fits.
     #[inline]
     pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {

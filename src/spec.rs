@@ -61,6 +61,10 @@ bitflags::bitflags! {
         const RING_PACKED = 1 << 34;
         /// Buffers are used in the order they were made available.
         const IN_ORDER = 1 << 35;
+        /// Memory accesses are ordered the way the platform orders DMA: the
+        /// device is hardware, and the driver uses the platform's barriers
+        /// (§6.1; a driver SHOULD accept it when offered).
+        const ORDER_PLATFORM = 1 << 36;
         /// Per-queue reset (§2.6.1).
         const RING_RESET = 1 << 40;
     }
@@ -85,6 +89,7 @@ impl Features {
         .union(Features::BLK_SECURE_ERASE)
         .union(Features::BLK_TOPOLOGY)
         .union(Features::BLK_CONFIG_WCE)
+        .union(Features::ORDER_PLATFORM)
         .union(Features::RING_RESET);
 }
 

@@ -5,7 +5,8 @@
 //! only where the device writes it (the used ring, `avail_event`, `used.flags`)
 //! and every value read there is checked before it is used.
 
-use crate::sync::atomic::{fence, AtomicU16, Ordering};
+use crate::barrier;
+use crate::sync::atomic::{AtomicU16, Ordering};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -42,6 +43,8 @@ pub(crate) struct SplitRing<H: Hal> {
     layout: SplitLayout,
     mask: u16,
     event_idx: bool,
+    /// VIRTIO_F_ORDER_PLATFORM: the device is hardware (see `barrier`).
+    platform: bool,
 
     /// Head of the free descriptor list and its length.
     free_head: u16,
@@ -111,6 +114,7 @@ impl<H: Hal> SplitRing<H> {
             layout,
             mask: size - 1,
             event_idx,
+            platform: false,
             free_head: 0,
             num_free: size,
             next,
@@ -134,6 +138,11 @@ impl<H: Hal> SplitRing<H> {
             driver: base + self.layout.avail as u64,
             device: base + self.layout.used as u64,
         }
+    }
+
+    /// Uses the platform's DMA barriers too (VIRTIO_F_ORDER_PLATFORM).
+    pub(crate) fn set_order_platform(&mut self, on: bool) {
+        self.platform = on;
     }
 
     pub(crate) fn size(&self) -> u16 {
@@ -269,12 +278,14 @@ impl<H: Hal> SplitRing<H> {
             return false;
         }
         // Rule 1: the ring entries and descriptors above are written before
-        // avail.idx hands them over; Release orders them.
+        // avail.idx hands them over; Release orders them (and, for a
+        // hardware device, the platform's write barrier).
+        barrier::before_publish(self.platform);
         self.avail_idx_field()
             .store(self.avail_idx.to_le(), Ordering::Release);
         // Rule 2: the index store must be visible before we read the device's
         // suppression state, or both sides can decide the other is awake.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         let old = self.published_idx;
         self.published_idx = self.avail_idx;
         if self.event_idx {
@@ -298,6 +309,7 @@ impl<H: Hal> SplitRing<H> {
             if published == self.last_used {
                 return Ok(None);
             }
+            barrier::after_consume(self.platform);
             // Only published chains are the device's to complete.
             let unpublished = self.avail_idx.wrapping_sub(self.published_idx);
             if published.wrapping_sub(self.last_used) > self.in_flight - unpublished {
@@ -364,7 +376,7 @@ impl<H: Hal> SplitRing<H> {
         // again; pairs with the device's fence between publishing used.idx
         // and reading used_event. Either it sees the new event, or we see
         // its completion.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         true
     }
 
@@ -418,7 +430,7 @@ impl<H: Hal> SplitRing<H> {
         }
         // The re-arm store must be visible before we look at used.idx again,
         // pairing with the device's fence between used.idx and reading used_event.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         self.has_used()
     }
 }

@@ -128,6 +128,8 @@ impl Transport for SimTransport {
                 new.remove(DeviceStatus::FEATURES_OK);
             } else if wanted & Features::VERSION_1.bits() == 0
                 || self.shared.config.refuse_features_ok
+                || !Features::from_bits_retain(wanted)
+                    .contains(self.shared.config.required_features & self.shared.config.features)
             {
                 new.remove(DeviceStatus::FEATURES_OK);
             } else {

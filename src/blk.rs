@@ -11,7 +11,7 @@ mod teardown;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-pub use config::{Config, DeviceInfo, Mode, RangeLimits, MAX_DATA_SEGMENTS};
+pub use config::{Config, DeviceInfo, Mode, RangeLimits, Rekick, MAX_DATA_SEGMENTS};
 pub use queue::{BlkQueue, Completion, Op, QueueStats, RawSegment, Rejected};
 pub use recovery::{Overdue, Recovered};
 
@@ -184,16 +184,7 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         ring.set_order_platform(info.features.contains(Features::ORDER_PLATFORM));
         transport.setup_queue(index, ring.size(), ring.addresses())?;
         let notifier = transport.notifier(index);
-        BlkQueue::new(
-            hal,
-            index,
-            ring,
-            notifier,
-            *info,
-            config.mode,
-            teardown.clone(),
-        )
-        .map(Some)
+        BlkQueue::new(hal, index, ring, notifier, *info, config, teardown.clone()).map(Some)
     }
 
     /// What was negotiated and read from the device.

@@ -33,7 +33,7 @@ pub mod transport;
 
 pub use blk::{
     BlkDevice, BlkQueue, Completion, Config, DeviceInfo, Mode, NotRecovered, Op, Overdue,
-    QueueStats, RangeLimits, RawSegment, Recovered, Rejected, MAX_DATA_SEGMENTS,
+    QueueStats, RangeLimits, RawSegment, Recovered, Rejected, Rekick, MAX_DATA_SEGMENTS,
 };
 pub use error::Error;
 pub use hal::{DmaBuffer, Hal, PhysAddr, PAGE_SIZE};

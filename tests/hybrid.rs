@@ -126,20 +126,6 @@ fn packed_interrupt_mode_never_loses_a_completion() {
     );
 }
 
-/// A waiter for inline tests: each sleep lets the device run one step and
-/// then returns as if its slice ran out (no notification is signalled).
-struct StepWhileAsleep {
-    sim: SimDevice,
-    sleeps: std::cell::Cell<u32>,
-}
-
-impl virtio_blk_mq::mq::IrqWait for StepWhileAsleep {
-    fn wait(&self) {
-        self.sleeps.set(self.sleeps.get() + 1);
-        self.sim.step(0);
-    }
-}
-
 /// Issue 14 item 5: requests placed but not committed are published by
 /// `wait_for_completions`, so the wait ends with them completed instead of
 /// sleeping, slice after slice, for requests the device cannot see.
@@ -155,10 +141,7 @@ fn wait_for_completions_publishes_uncommitted_requests() {
                     ..Config::default()
                 },
             );
-            let waiter = StepWhileAsleep {
-                sim: sim.clone(),
-                sleeps: std::cell::Cell::new(0),
-            };
+            let waiter = StepWhileAsleep::new(&sim);
             queue.read(0, buffer(512), 7).unwrap();
             queue.read(8, buffer(512), 8).unwrap();
             // No commit: the requests are placed, invisible to the device.

@@ -6,12 +6,6 @@ use common::*;
 use virtio_blk_mq::{Config, Features, Mode, RingKind};
 use virtio_blk_sim::SimDevice;
 
-fn submit_reads(queue: &mut Queue, count: u64) {
-    for i in 0..count {
-        queue.read(i * 8, buffer(4096), i).unwrap();
-    }
-}
-
 fn event_idx_kicks_once_per_batch_the_device_has_not_seen(ring: RingKind) {
     let sim = SimDevice::new(sim_config(ring));
     let (device, mut queue) = start(&sim, Config::default());

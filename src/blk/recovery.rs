@@ -49,19 +49,26 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     /// request stays in flight; the owner decides whether to keep waiting or
     /// to recover the device ([`crate::BlkDevice::recover`]). The scan walks
     /// every slot, so it belongs on a timer, not on each poll.
+    ///
+    /// It also drives the tick half of lost-kick recovery
+    /// ([`crate::Rekick::ticks`]): after that many ticks in which a published
+    /// request was in flight throughout and none completed, it rings the
+    /// doorbell once more.
     pub fn check_timeouts(&mut self, limit: u32, mut on_overdue: impl FnMut(Overdue)) -> usize {
         let inner = &mut *self.inner;
         inner.clock = inner.clock.wrapping_add(1);
         let now = inner.clock;
+        let commits = inner.stats.commits;
         let mut reported = 0;
-        let overdue = inner
-            .memory
-            .slots
-            .iter_mut()
-            .filter(|slot| slot.in_flight && !slot.overdue_reported);
-        for slot in overdue {
+        // Age of the oldest request the device was given.
+        let mut oldest_published = 0;
+        let in_flight = inner.memory.slots.iter_mut().filter(|slot| slot.in_flight);
+        for slot in in_flight {
             let ticks = now.wrapping_sub(slot.placed_at);
-            if ticks >= limit {
+            if slot.batch <= commits {
+                oldest_published = oldest_published.max(ticks);
+            }
+            if !slot.overdue_reported && ticks >= limit {
                 slot.overdue_reported = true;
                 on_overdue(Overdue {
                     tag: slot.tag,
@@ -69,6 +76,20 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                     ticks,
                 });
                 reported += 1;
+            }
+        }
+        let completed = inner.stats.completed;
+        let stall = &mut inner.stall;
+        let progressed = stall.tick_mark != completed;
+        stall.tick_mark = completed;
+        if progressed {
+            stall.idle_ticks = 0;
+            stall.rekicks = 0;
+        } else if inner.rekick.ticks != 0 && oldest_published >= 2 {
+            // In flight for a whole tick (placed before the previous one).
+            stall.idle_ticks += 1;
+            if u64::from(stall.idle_ticks) >= u64::from(inner.rekick.ticks) << stall.rekicks {
+                self.rekick("ticks");
             }
         }
         reported

@@ -134,13 +134,7 @@ fn wait_for_completions_publishes_uncommitted_requests() {
     for ring in RINGS {
         for mode in [Mode::Poll, Mode::Interrupt, Mode::Hybrid] {
             let sim = SimDevice::new(sim_config(ring));
-            let (_device, mut queue) = start(
-                &sim,
-                Config {
-                    mode,
-                    ..Config::default()
-                },
-            );
+            let (_device, mut queue) = start_mode(&sim, mode);
             let waiter = StepWhileAsleep::new(&sim);
             queue.read(0, buffer(512), 7).unwrap();
             queue.read(8, buffer(512), 8).unwrap();

@@ -156,13 +156,7 @@ fn a_lost_interrupt_is_found_when_the_sleep_ends() {
     for ring in RINGS {
         for mode in [Mode::Interrupt, Mode::Hybrid] {
             let sim = SimDevice::new(sim_config(ring));
-            let (_device, mut queue) = start(
-                &sim,
-                Config {
-                    mode,
-                    ..Config::default()
-                },
-            );
+            let (_device, mut queue) = start_mode(&sim, mode);
             let waiter = StepWhileAsleep::new(&sim);
             for round in 0..20u64 {
                 sim.drop_next_interrupt(0);

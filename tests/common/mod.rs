@@ -29,6 +29,17 @@ pub fn start(sim: &SimDevice, config: Config) -> (Device, Queue) {
     (device, queue)
 }
 
+/// A device with one queue in `mode`, otherwise the default config.
+pub fn start_mode(sim: &SimDevice, mode: virtio_blk_mq::Mode) -> (Device, Queue) {
+    start(
+        sim,
+        Config {
+            mode,
+            ..Config::default()
+        },
+    )
+}
+
 /// Steps the sim and polls until `queue` has nothing in flight; returns the completions.
 pub fn complete_all(sim: &SimDevice, queue: &mut Queue) -> Vec<Completion<SimHal>> {
     let mut done = Vec::new();

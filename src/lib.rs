@@ -22,6 +22,8 @@ mod barrier;
 pub mod blk;
 pub mod error;
 pub mod hal;
+#[cfg(all(test, loom))]
+mod loom_model;
 pub mod mq;
 mod packed_ring;
 mod ring;

@@ -504,6 +504,25 @@ impl<H: Hal> PackedRing<H> {
     }
 }
 
+/// The ring's shared memory as the model checker's device thread sees it.
+#[cfg(all(test, loom))]
+pub(crate) struct PackedMemory {
+    pub(crate) desc: alloc::sync::Arc<[PackedDesc]>,
+    pub(crate) driver_event: alloc::sync::Arc<[EventSuppress]>,
+    pub(crate) device_event: alloc::sync::Arc<[AtomicU32]>,
+}
+
+#[cfg(all(test, loom))]
+impl<H: Hal> PackedRing<H> {
+    pub(crate) fn model_memory(&self) -> PackedMemory {
+        PackedMemory {
+            desc: self.desc.share(),
+            driver_event: self.driver_event.share(),
+            device_event: self.device_event.share(),
+        }
+    }
+}
+
 /// Fills a descriptor's address, length and id; the flags are stored by the caller.
 #[inline]
 fn store_desc(desc: &PackedDesc, segment: &Segment, id: u16) {

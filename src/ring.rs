@@ -254,7 +254,7 @@ pub(crate) fn direct_slots(segments: usize, free: u16) -> Option<usize> {
     (segments >= 1 && segments <= usize::from(free)).then_some(segments)
 }
 
-impl<H: Hal, D: Sync> IndirectTables<H, D> {
+impl<H: Hal, D: Sync + Default> IndirectTables<H, D> {
     /// `tables` tables of `use_.per_table` descriptors each; `D` is the
     /// 16-byte descriptor of the ring's own layout.
     pub(crate) fn new(hal: &H, tables: u16, use_: IndirectUse) -> Option<Self> {

@@ -82,11 +82,13 @@ impl<T> SharedArray<T> {
 
 #[cfg(all(test, loom))]
 impl<T: Default> SharedArray<T> {
-    /// `len` fresh zero values; `region` and `offset` are not used.
+    /// `len` fresh zero values; the region's memory is not used.
     ///
     /// # Safety
     /// None needed; `unsafe` only to match the real constructor.
-    pub(crate) unsafe fn new<H: Hal>(_region: &DmaRegion<H>, _offset: usize, len: usize) -> Self {
+    pub(crate) unsafe fn new<H: Hal>(region: &DmaRegion<H>, offset: usize, len: usize) -> Self {
+        let bytes = offset + len * core::mem::size_of::<T>();
+        assert!(bytes <= region.len(), "shared array beyond its region");
         SharedArray {
             cells: (0..len).map(|_| T::default()).collect(),
         }

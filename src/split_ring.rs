@@ -435,6 +435,53 @@ impl<H: Hal> SplitRing<H> {
     }
 }
 
+/// The ring's shared memory as the model checker's device thread sees it.
+#[cfg(all(test, loom))]
+pub(crate) struct SplitMemory {
+    pub(crate) desc: alloc::sync::Arc<[SplitDesc]>,
+    /// `flags`, `idx`, `ring[size]`, `used_event`.
+    pub(crate) avail: alloc::sync::Arc<[AtomicU16]>,
+    /// `flags`, `idx`.
+    pub(crate) used_header: alloc::sync::Arc<[AtomicU16]>,
+    pub(crate) used_ring: alloc::sync::Arc<[UsedElem]>,
+    pub(crate) avail_event: alloc::sync::Arc<[AtomicU16]>,
+}
+
+#[cfg(all(test, loom))]
+impl<H: Hal> SplitRing<H> {
+    pub(crate) fn model_memory(&self) -> SplitMemory {
+        SplitMemory {
+            desc: self.desc.share(),
+            avail: self.avail.share(),
+            used_header: self.used_header.share(),
+            used_ring: self.used_ring.share(),
+            avail_event: self.avail_event.share(),
+        }
+    }
+
+    /// Puts every index, ours and the shared ones, at `index`, as if that
+    /// many buffers had gone through the ring already (to model the u16
+    /// wrap without 65535 requests). The device starts at `index` too and
+    /// asks for a kick there. Call before anything else touches the ring.
+    pub(crate) fn model_start_at(&mut self, index: u16) {
+        self.avail_idx = index;
+        self.published_idx = index;
+        self.last_used = index;
+        self.device_used_idx = index;
+        self.used_event = index;
+        self.avail_idx_field()
+            .store(index.to_le(), Ordering::Relaxed);
+        self.used_header
+            .get(1)
+            .store(index.to_le(), Ordering::Relaxed);
+        self.used_event_field()
+            .store(index.to_le(), Ordering::Relaxed);
+        self.avail_event
+            .get(0)
+            .store(index.to_le(), Ordering::Relaxed);
+    }
+}
+
 /// Fills one descriptor; ordering is provided by the later publish.
 #[inline]
 fn store_desc(desc: &SplitDesc, segment: &Segment, flags: SplitDescFlags, next: u16) {

@@ -265,9 +265,14 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
     }
 
     /// Resets one broken queue alone and sets it up again (VIRTIO_F_RING_RESET,
-    /// VIRTIO 1.2 §2.6.1), leaving the other queues running. Requests in
-    /// flight and buffers kept back come back through `on_recovered`, as with
-    /// [`BlkDevice::recover`].
+    /// VIRTIO 1.2 §2.6.1), leaving the other queues running. Requests still
+    /// in flight complete through `on_recovered` with
+    /// [`Error::DeviceBroken`], but without their buffers: unlike
+    /// [`BlkDevice::recover`], the buffers (and those kept back when the
+    /// queue broke) and the old queue's memory stay parked until the next
+    /// full device reset, which frees them. A device may finish requests it
+    /// had already taken after a queue reset (QEMU's virtio-blk has no
+    /// queue-reset handler), so only a device reset proves it let go.
     ///
     /// Refused with [`Error::NotSupported`] without RING_RESET and with
     /// [`Error::DeviceBroken`] once the whole device has failed; the queue
@@ -299,8 +304,9 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         if let Err(error) = self.transport.reset_queue(index) {
             return refuse(error.into(), queue);
         }
-        // The device has let go of this queue's memory (§2.6.1).
-        queue.reclaim(&mut on_recovered);
+        // §2.6.1 says the device has let go of the queue; buffers and memory
+        // wait for a device reset all the same (see above).
+        queue.retire_after_queue_reset(&mut on_recovered);
         let not_set_up = |error| NotRecovered { error, queue: None };
         Self::setup_queue(
             &self.hal,

@@ -45,15 +45,6 @@ pub enum DeviceFault {
         /// Index the device published.
         published: u16,
     },
-    /// The device claims to have written more than the request's writable buffers hold.
-    UsedLengthTooLong {
-        /// Slot id.
-        id: u16,
-        /// Length the device reported.
-        len: u32,
-        /// Writable bytes the driver posted.
-        posted: u32,
-    },
     /// The status byte is not OK, IOERR or UNSUPP.
     BadStatus {
         /// Slot id.
@@ -86,12 +77,6 @@ impl core::fmt::Display for DeviceFault {
             ),
             DeviceFault::UsedIndexJump { last, published } => {
                 write!(f, "used index jumped from {last} to {published}")
-            }
-            DeviceFault::UsedLengthTooLong { id, len, posted } => {
-                write!(
-                    f,
-                    "request {id}: used length {len} exceeds the {posted} writable bytes posted"
-                )
             }
             DeviceFault::BadStatus { id, status } => {
                 write!(

@@ -128,6 +128,12 @@ pub struct QueueStats {
     /// Doorbells rung again because published requests made no progress
     /// (lost-kick recovery, see [`Rekick`]); not counted in `kicks`.
     pub rekicks: u64,
+    /// Completions whose used length exceeded the writable bytes posted.
+    /// Not fatal: the driver never uses the length (the status byte says how
+    /// a request went and the caller's buffer has the size it asked for), so
+    /// the lie harms nothing, and real devices have been seen to tell it.
+    /// Logged once per queue.
+    pub bad_lengths: u64,
 }
 
 /// Watches a queue for published requests that make no progress (see [`Rekick`]).
@@ -477,11 +483,16 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
             return Err(DeviceFault::CompletedBeforePublished(used.id));
         }
         if used.len > slot.writable {
-            return Err(DeviceFault::UsedLengthTooLong {
-                id: used.id,
-                len: used.len,
-                posted: slot.writable,
-            });
+            inner.stats.bad_lengths += 1;
+            if inner.stats.bad_lengths == 1 {
+                log::warn!(
+                    "virtio-blk queue {}: request {}: used length {} exceeds the {} writable bytes posted; ignored (counted in bad_lengths)",
+                    inner.index,
+                    used.id,
+                    used.len,
+                    slot.writable
+                );
+            }
         }
         let result = match memory.slab.status(used.id) {
             blk_status::OK => Ok(()),

@@ -95,8 +95,32 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         reported
     }
 
+    /// Retires the queue after a per-queue reset (VIRTIO_F_RING_RESET), which
+    /// the driver does not take as proof that the device has let go: every
+    /// request still in flight completes with [`Error::DeviceBroken`]
+    /// without its buffer, and the queue's memory, with every buffer it
+    /// holds, stays parked until the next full device reset frees it. A
+    /// device may still have requests in its backend that complete into
+    /// that memory after the queue reset (QEMU's virtio-blk, for one, has no
+    /// handler for it), while a full reset is the one every device must
+    /// honour.
+    pub(crate) fn retire_after_queue_reset(mut self, on_recovered: &mut impl FnMut(Recovered<H>)) {
+        let inner = &mut *self.inner;
+        for slot in inner.memory.slots.iter_mut().filter(|slot| slot.in_flight) {
+            slot.in_flight = false;
+            inner.stats.completed += 1;
+            on_recovered(Recovered::Completed(Completion {
+                tag: slot.tag,
+                op: slot.op,
+                result: Err(Error::DeviceBroken),
+                buffer: None,
+            }));
+        }
+        // Dropping the queue parks its memory (the device is not reset).
+    }
+
     /// Retires the queue once the device can no longer touch its memory (the
-    /// device or this queue was reset): every request still in flight
+    /// device was reset): every request still in flight
     /// completes with [`Error::DeviceBroken`] and its buffer, every buffer kept
     /// back from an earlier failure comes back, and the ring memory is freed.
     pub(crate) fn reclaim(mut self, on_recovered: &mut impl FnMut(Recovered<H>)) {

@@ -1,9 +1,9 @@
 //! A minimal spin lock for the two places that need one: queue teardown and
 //! the explicit shared-queue path. Never used on a queue's own I/O path.
 //!
-//! Also the atomics the rings share with the device ([`atomic`]): the ones
-//! from `core`, or under `cfg(loom)` loom's, so the model checker sees every
-//! access of the publish / notify / re-arm protocol.
+//! Also, crate-private, the atomics the rings share with the device
+//! (`atomic`): `core`'s, or in the model-checking build loom's, so the model
+//! checker sees every access of the publish / notify / re-arm protocol.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -85,9 +85,10 @@ impl<T> Drop for SpinLockGuard<'_, T> {
 
 /// The atomic types and fences of memory shared with the device.
 ///
-/// Under `cfg(all(test, loom))` (the model-checking build of the unit tests, `src/loom_model.rs`) these are
-/// loom's, which record every access and let loom try every interleaving and
-/// every value the memory model allows; otherwise `core`'s, at no cost.
+/// Under `cfg(all(test, loom))` (the model-checking build of the unit tests,
+/// `src/loom_model.rs`) these are loom's, which record every access and let
+/// loom try every interleaving and every value the memory model allows;
+/// otherwise `core`'s, at no cost.
 pub(crate) mod atomic {
     #[cfg(not(all(test, loom)))]
     pub(crate) use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};

@@ -171,6 +171,20 @@ pub(super) struct Slot<H: Hal> {
     pub(super) horizon: u64,
 }
 
+impl<H: Hal> Slot<H> {
+    /// Takes the request out of flight, failed because the device broke or
+    /// was reset; `buffer` is its buffer when the device can no longer reach it.
+    pub(super) fn fail(&mut self, buffer: Option<DmaBuffer<H>>) -> Completion<H> {
+        self.in_flight = false;
+        Completion {
+            tag: self.tag,
+            op: self.op,
+            result: Err(Error::DeviceBroken),
+            buffer,
+        }
+    }
+}
+
 /// The DMA memory a queue owns, released through [`Teardown`].
 pub(crate) struct QueueMemory<H: Hal> {
     pub(super) ring: Ring<H>,
@@ -529,13 +543,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         inner.fault = Some(fault);
         let mut failed = 0;
         for slot in inner.memory.slots.iter_mut().filter(|slot| slot.in_flight) {
-            slot.in_flight = false;
-            on_complete(Completion {
-                tag: slot.tag,
-                op: slot.op,
-                result: Err(Error::DeviceBroken),
-                buffer: None,
-            });
+            on_complete(slot.fail(None));
             failed += 1;
         }
         failed

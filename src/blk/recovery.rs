@@ -4,7 +4,6 @@
 use core::mem::ManuallyDrop;
 
 use crate::blk::queue::{BlkQueue, Completion, Op};
-use crate::error::Error;
 use crate::hal::{DmaBuffer, Hal};
 use crate::transport::QueueNotifier;
 
@@ -12,10 +11,10 @@ use crate::transport::QueueNotifier;
 #[derive(Debug)]
 pub enum Recovered<H: Hal> {
     /// A request still in flight: it completes now, with
-    /// [`Error::DeviceBroken`] and its buffer, which the reset device can no
+    /// [`crate::Error::DeviceBroken`] and its buffer, which the reset device can no
     /// longer reach.
     Completed(Completion<H>),
-    /// A request that already completed with [`Error::DeviceBroken`] without
+    /// A request that already completed with [`crate::Error::DeviceBroken`] without
     /// its buffer (the broken device could still write it then): the buffer,
     /// safe now that the device has let go of the queue.
     Buffer {
@@ -97,7 +96,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
 
     /// Retires the queue after a per-queue reset (VIRTIO_F_RING_RESET), which
     /// the driver does not take as proof that the device has let go: every
-    /// request still in flight completes with [`Error::DeviceBroken`]
+    /// request still in flight completes with [`crate::Error::DeviceBroken`]
     /// without its buffer, and the queue's memory, with every buffer it
     /// holds, stays parked until the next full device reset frees it. A
     /// device may still have requests in its backend that complete into
@@ -107,21 +106,15 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     pub(crate) fn retire_after_queue_reset(mut self, on_recovered: &mut impl FnMut(Recovered<H>)) {
         let inner = &mut *self.inner;
         for slot in inner.memory.slots.iter_mut().filter(|slot| slot.in_flight) {
-            slot.in_flight = false;
             inner.stats.completed += 1;
-            on_recovered(Recovered::Completed(Completion {
-                tag: slot.tag,
-                op: slot.op,
-                result: Err(Error::DeviceBroken),
-                buffer: None,
-            }));
+            on_recovered(Recovered::Completed(slot.fail(None)));
         }
         // Dropping the queue parks its memory (the device is not reset).
     }
 
     /// Retires the queue once the device can no longer touch its memory (the
     /// device was reset): every request still in flight
-    /// completes with [`Error::DeviceBroken`] and its buffer, every buffer kept
+    /// completes with [`crate::Error::DeviceBroken`] and its buffer, every buffer kept
     /// back from an earlier failure comes back, and the ring memory is freed.
     pub(crate) fn reclaim(mut self, on_recovered: &mut impl FnMut(Recovered<H>)) {
         let inner = &mut *self.inner;
@@ -132,14 +125,8 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         for slot in memory.slots.iter_mut() {
             let buffer = slot.buffer.take();
             if slot.in_flight {
-                slot.in_flight = false;
                 inner.stats.completed += 1;
-                on_recovered(Recovered::Completed(Completion {
-                    tag: slot.tag,
-                    op: slot.op,
-                    result: Err(Error::DeviceBroken),
-                    buffer,
-                }));
+                on_recovered(Recovered::Completed(slot.fail(buffer)));
             } else if let Some(buffer) = buffer {
                 on_recovered(Recovered::Buffer {
                     tag: slot.tag,

@@ -24,7 +24,9 @@
 //!
 //! The rings are tiny (2 entries) so that a few requests wrap the packed wrap
 //! counters; the split models start their indices at 65535 so they cross
-//! the u16 wrap of EVENT_IDX.
+//! the u16 wrap of EVENT_IDX. The device either leaves kicks enabled or, as
+//! QEMU's device loop does, suppresses them while it works and enables them
+//! again (fence, look again) before it sleeps.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -35,7 +37,9 @@ use loom::thread;
 use crate::hal::test_hal::TestHal;
 use crate::packed_ring::{PackedMemory, PackedRing};
 use crate::ring::{Ring, Segment, UsedNotifications};
-use crate::spec::{need_event, packed_event, PackedDescFlags, VIRTQ_AVAIL_F_NO_INTERRUPT};
+use crate::spec::{
+    need_event, packed_event, PackedDescFlags, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
+};
 use crate::split_ring::{SplitMemory, SplitRing};
 use crate::sync::atomic::{fence, Ordering};
 
@@ -209,6 +213,9 @@ struct SplitDevice {
     mem: SplitMemory,
     size: u16,
     event_idx: bool,
+    /// Tells the driver not to kick while it works, as QEMU's device loop
+    /// does, and asks again (fence, look again) before it sleeps.
+    quiet_while_busy: bool,
     next_avail: u16,
     next_used: u16,
 }
@@ -222,6 +229,16 @@ impl SplitDevice {
         let mask = self.size - 1;
         let mut pending = Vec::new();
         loop {
+            if self.quiet_while_busy {
+                if self.event_idx {
+                    // An event the driver's window cannot reach (the sim's way).
+                    let far = self.next_avail.wrapping_sub(1);
+                    self.mem.avail_event[0].store(far.to_le(), Ordering::Relaxed);
+                } else {
+                    let quiet = VIRTQ_USED_F_NO_NOTIFY.to_le();
+                    self.mem.used_header[0].store(quiet, Ordering::Relaxed);
+                }
+            }
             // Acquire pairs with the driver's Release of avail.idx (rule 1).
             let avail = u16::from_le(self.mem.avail[1].load(Ordering::Acquire));
             while self.next_avail != avail {
@@ -283,7 +300,7 @@ impl SplitDevice {
     }
 }
 
-fn split_model(event_idx: bool, waiter: Waiter, requests: usize) {
+fn split_model(event_idx: bool, waiter: Waiter, requests: usize, quiet_while_busy: bool) {
     model(move || {
         let mut split = SplitRing::new(&TestHal, 2, event_idx, None).expect("ring");
         let start = 65535;
@@ -292,6 +309,7 @@ fn split_model(event_idx: bool, waiter: Waiter, requests: usize) {
             mem: split.model_memory(),
             size: 2,
             event_idx,
+            quiet_while_busy,
             next_avail: start,
             next_used: start,
         };
@@ -309,17 +327,30 @@ fn split_model(event_idx: bool, waiter: Waiter, requests: usize) {
 /// EVENT_IDX, across the u16 wrap of the indices.
 #[test]
 fn loom_split_event_idx_interrupt_drain_only() {
-    split_model(true, Waiter::DrainOnly, 3);
+    split_model(true, Waiter::DrainOnly, 3, false);
 }
 
 #[test]
 fn loom_split_event_idx_hybrid_rearm() {
-    split_model(true, Waiter::Rearm, 3);
+    split_model(true, Waiter::Rearm, 3, false);
 }
 
 #[test]
 fn loom_split_flags_hybrid_rearm() {
-    split_model(false, Waiter::Rearm, 3);
+    split_model(false, Waiter::Rearm, 3, false);
+}
+
+/// A device that suppresses kicks while it works and re-enables them before
+/// sleeping: the commit's full fence and the device's re-check must still
+/// meet.
+#[test]
+fn loom_split_event_idx_quiet_device_hybrid_rearm() {
+    split_model(true, Waiter::Rearm, 3, true);
+}
+
+#[test]
+fn loom_split_flags_quiet_device_interrupt_drain_only() {
+    split_model(false, Waiter::DrainOnly, 3, true);
 }
 
 /// A packed-ring device (VIRTIO 1.2 §2.8), parallel to [`SplitDevice`].
@@ -329,6 +360,8 @@ struct PackedDevice {
     mem: PackedMemory,
     size: u16,
     event_idx: bool,
+    /// As for [`SplitDevice`]: DISABLE while it works.
+    quiet_while_busy: bool,
     avail_abs: u32,
     used_abs: u32,
 }
@@ -377,6 +410,10 @@ impl PackedDevice {
         };
         let mut pending = Vec::new();
         loop {
+            if self.quiet_while_busy {
+                let quiet = packed_event::word(0, packed_event::DISABLE);
+                self.mem.device_event[0].store(quiet.to_le(), Ordering::Relaxed);
+            }
             while let Some(id) = self.available() {
                 pending.push(id);
                 self.avail_abs += 1;
@@ -441,13 +478,14 @@ impl PackedDevice {
     }
 }
 
-fn packed_model(event_idx: bool, waiter: Waiter, requests: usize) {
+fn packed_model(event_idx: bool, waiter: Waiter, requests: usize, quiet_while_busy: bool) {
     model(move || {
         let packed = PackedRing::new(&TestHal, 2, event_idx, None).expect("ring");
         let device = PackedDevice {
             mem: packed.model_memory(),
             size: 2,
             event_idx,
+            quiet_while_busy,
             avail_abs: 0,
             used_abs: 0,
         };
@@ -472,17 +510,29 @@ fn packed_model(event_idx: bool, waiter: Waiter, requests: usize) {
 /// EVENT_IDX, four requests on two slots (the wrap counters flip twice).
 #[test]
 fn loom_packed_event_idx_interrupt_drain_only() {
-    packed_model(true, Waiter::DrainOnly, 4);
+    packed_model(true, Waiter::DrainOnly, 4, false);
 }
 
 #[test]
 fn loom_packed_event_idx_hybrid_rearm() {
-    packed_model(true, Waiter::Rearm, 4);
+    packed_model(true, Waiter::Rearm, 4, false);
 }
 
 #[test]
 fn loom_packed_flags_hybrid_rearm() {
-    packed_model(false, Waiter::Rearm, 4);
+    packed_model(false, Waiter::Rearm, 4, false);
+}
+
+/// As for split: kicks suppressed while the device works (DISABLE, then DESC
+/// or ENABLE in one word before it sleeps, read by the driver in one load).
+#[test]
+fn loom_packed_event_idx_quiet_device_interrupt_drain_only() {
+    packed_model(true, Waiter::DrainOnly, 4, true);
+}
+
+#[test]
+fn loom_packed_flags_quiet_device_hybrid_rearm() {
+    packed_model(false, Waiter::Rearm, 4, true);
 }
 
 /// Issue 14 item 4: a device that reads the driver event structure and sees

@@ -65,9 +65,10 @@ pub struct Config {
 pub struct Rekick {
     /// Empty polls in a row, with published requests in flight and no
     /// completion, before the first re-kick (0: never on polls). An empty
-    /// poll costs a few nanoseconds and a round trip to a fast device a few
-    /// microseconds, so the default (4096) stays clear of a device that is
-    /// merely slow.
+    /// poll costs tens of nanoseconds and a round trip to a fast device a
+    /// few microseconds, so the default (4096) stays clear of a device that
+    /// is merely slow; one descheduled for longer on a busy host may draw a
+    /// re-kick, which costs it one spurious notification.
     pub empty_polls: u32,
     /// Ticks of [`crate::BlkQueue::check_timeouts`] in which a request was in
     /// flight the whole tick and none completed, before a re-kick (0: never

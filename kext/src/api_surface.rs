@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use kerla_api::address::PAddr;
 use kerla_api::arch::PAGE_SIZE;
-use kerla_api::driver::block::{register_block_driver, BlockDriver};
+use kerla_api::driver::block::{register_block_driver, BlockDriver, BlockIoError};
 use kerla_api::driver::pci::{Bar, PciCapability, PciConfig, PciDevice};
 use kerla_api::driver::{
     attach_irq, register_driver_prober, DeviceProber, Driver, VirtioMmioDevice,
@@ -88,3 +88,22 @@ fn read_block<T: BlockDriver>() -> fn(&T, u64, &mut [u8]) {
 fn write_block<T: BlockDriver>() -> fn(&T, u64, &[u8]) {
     T::write_block
 }
+
+fn num_sectors<T: BlockDriver>() -> fn(&T) -> u64 {
+    T::num_sectors
+}
+
+fn try_read_block<T: BlockDriver>() -> fn(&T, u64, &mut [u8]) -> Result<(), BlockIoError> {
+    T::try_read_block
+}
+
+fn try_write_block<T: BlockDriver>() -> fn(&T, u64, &[u8]) -> Result<(), BlockIoError> {
+    T::try_write_block
+}
+
+fn flush<T: BlockDriver>() -> fn(&T) -> Result<(), BlockIoError> {
+    T::flush
+}
+
+/// A unit struct on both sides: a field added on either fails here.
+const IO_ERROR: BlockIoError = BlockIoError;

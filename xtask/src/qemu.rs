@@ -310,6 +310,8 @@ pub struct Run {
     pub timed_out: bool,
     /// The console, line by line.
     pub lines: Vec<String>,
+    /// When each line arrived, since QEMU started (host time).
+    pub arrived: Vec<Duration>,
 }
 
 /// Runs QEMU, copying the guest's console to stdout as it comes (when
@@ -343,6 +345,7 @@ pub fn run_qemu_until(
     let (lines_tx, lines_rx) = mpsc::channel();
     let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_seen = stopped.clone();
+    let start = Instant::now();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
@@ -356,12 +359,11 @@ pub fn run_qemu_until(
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();
             }
-            if lines_tx.send(line).is_err() {
+            if lines_tx.send((start.elapsed(), line)).is_err() {
                 break;
             }
         }
     });
-    let start = Instant::now();
     let mut timed_out = false;
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
@@ -379,6 +381,7 @@ pub fn run_qemu_until(
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = reader.join();
+    let (arrived, lines) = lines_rx.try_iter().unzip();
     Ok(Run {
         code: if timed_out || stopped.load(std::sync::atomic::Ordering::Relaxed) {
             None
@@ -386,7 +389,8 @@ pub fn run_qemu_until(
             status.code()
         },
         timed_out,
-        lines: lines_rx.try_iter().collect(),
+        lines,
+        arrived,
     })
 }
 

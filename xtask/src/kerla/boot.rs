@@ -19,6 +19,11 @@ pub const HALTED: i32 = 0x21;
 /// What the init script prints once it runs (the kernel survived the
 /// self-test and booted user space).
 pub const INIT_MARKER: &str = "vblk-kerla: init reached";
+/// The sector QEMU's blkdebug fails reads of, and the one it fails writes
+/// of (blkcheck expects EIO there and nowhere else).
+pub const READ_ERROR_SECTOR: u64 = 120_000;
+/// See [`READ_ERROR_SECTOR`].
+pub const WRITE_ERROR_SECTOR: u64 = 120_008;
 
 /// One boot of the matrix.
 #[derive(Clone, Copy, Debug)]
@@ -96,12 +101,12 @@ pub fn qemu_args(case: &BootCase, kernel: &Path, disk: &Path, queues: u16) -> Ve
         TransportKind::Pci => (
             "virtio-net-pci,netdev=net0,disable-legacy=on".to_string(),
             format!(
-                "virtio-blk-pci,drive=d0,disable-legacy=on,disable-modern=off,num-queues={queues},packed={packed}"
+                "virtio-blk-pci,drive=d0,disable-legacy=on,disable-modern=off,num-queues={queues},packed={packed},request-merging=off"
             ),
         ),
         TransportKind::Mmio => (
             "virtio-net-device,netdev=net0".to_string(),
-            format!("virtio-blk-device,drive=d0,num-queues={queues},packed={packed}"),
+            format!("virtio-blk-device,drive=d0,num-queues={queues},packed={packed},request-merging=off"),
         ),
     };
     push(&[
@@ -110,7 +115,15 @@ pub fn qemu_args(case: &BootCase, kernel: &Path, disk: &Path, queues: u16) -> Ve
         "-blockdev",
         &format!("driver=file,filename={disk},node-name=f0"),
         "-blockdev",
-        "driver=raw,file=f0,node-name=d0",
+        "driver=raw,file=f0,node-name=r0",
+        "-blockdev",
+        &format!(
+            "driver=blkdebug,node-name=d0,image=r0,\
+             inject-error.0.event=none,inject-error.0.iotype=read,\
+             inject-error.0.sector={READ_ERROR_SECTOR},inject-error.0.errno=5,\
+             inject-error.1.event=none,inject-error.1.iotype=write,\
+             inject-error.1.sector={WRITE_ERROR_SECTOR},inject-error.1.errno=5"
+        ),
         "-device",
         &blk,
         "-kernel",
@@ -155,14 +168,25 @@ pub struct Console {
     pub failed: Vec<String>,
     /// The init script ran.
     pub init_reached: bool,
+    /// `vblk-user: ...` lines (the init script's results).
+    pub user: Vec<String>,
+    /// `blkcheck: FAIL ...` lines.
+    pub blkcheck_failed: Vec<String>,
+    /// blkcheck printed its PASS verdict.
+    pub blkcheck_passed: bool,
+    /// The throughput steps: (name, bytes, seconds between their start and
+    /// end lines, as the host saw them arrive).
+    pub throughput: Vec<(String, u64, f64)>,
     /// Kerla panicked (the line).
     pub panic: Option<String>,
 }
 
-/// Reads the console lines of a boot.
-pub fn read_console(lines: &[String]) -> Console {
+/// Reads the console lines of a boot; `arrived[i]` is when line `i` came.
+pub fn read_console(lines: &[String], arrived: &[Duration]) -> Console {
     let mut console = Console::default();
-    for raw in lines {
+    let mut started: Option<(String, u64, Duration)> = None;
+    for (i, raw) in lines.iter().enumerate() {
+        let when = arrived.get(i).copied().unwrap_or_default();
         let line = strip_ansi(raw);
         if line.contains("kext: Loading virtio_blk_mq_kext") {
             console.kext_loaded = true;
@@ -182,6 +206,31 @@ pub fn read_console(lines: &[String]) -> Console {
         if line.contains(INIT_MARKER) {
             console.init_reached = true;
         }
+        if let Some(at) = line.find("vblk-user: ") {
+            let text = line[at + "vblk-user: ".len()..].trim().to_string();
+            let words: Vec<&str> = text.split_whitespace().collect();
+            match words.as_slice() {
+                ["throughput:", name, bytes, "bytes", "start"] => {
+                    started = bytes.parse().ok().map(|b| (name.to_string(), b, when));
+                }
+                ["throughput:", name, "end"] => {
+                    if let Some((started_name, bytes, at)) = started.take() {
+                        if started_name == *name {
+                            let seconds = when.saturating_sub(at).as_secs_f64();
+                            console.throughput.push((started_name, bytes, seconds));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            console.user.push(text);
+        }
+        if line.starts_with("blkcheck: FAIL") {
+            console.blkcheck_failed.push(line.trim().to_string());
+        }
+        if line.trim() == "blkcheck: PASS" {
+            console.blkcheck_passed = true;
+        }
         if line.contains("panicked at") && console.panic.is_none() {
             console.panic = Some(line.trim().to_string());
         }
@@ -193,6 +242,8 @@ pub fn read_console(lines: &[String]) -> Console {
 pub struct Booted {
     /// QEMU's console, line by line.
     pub lines: Vec<String>,
+    /// When each line arrived.
+    pub arrived: Vec<Duration>,
     /// QEMU's exit code (`None`: killed at the timeout).
     pub code: Option<i32>,
     /// How long it ran.
@@ -222,6 +273,7 @@ pub fn boot(
     })?;
     Ok(Booted {
         lines: run.lines,
+        arrived: run.arrived,
         code: run.code,
         time: start.elapsed(),
     })
@@ -261,12 +313,28 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let console = read_console(&lines);
+        let arrived: Vec<Duration> = (0..lines.len() as u64).map(Duration::from_secs).collect();
+        let console = read_console(&lines, &arrived);
         assert!(console.kext_loaded && console.registered && console.init_reached);
         assert_eq!(console.passed.len(), 1);
         assert!(console.failed.is_empty() && console.panic.is_none());
         assert!(console.disk_line.unwrap().contains("Packed ring"));
-        let panicked = read_console(&["panicked at kernel/x.rs:1:1:".to_string()]);
+        let panicked = read_console(&["panicked at kernel/x.rs:1:1:".to_string()], &[]);
         assert!(panicked.panic.is_some());
+        let timed: Vec<String> = [
+            "vblk-user: throughput: read 1000 bytes start",
+            "noise",
+            "vblk-user: throughput: read end",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let times = [
+            Duration::from_millis(100),
+            Duration::ZERO,
+            Duration::from_millis(600),
+        ];
+        let console = read_console(&timed, &times);
+        assert_eq!(console.throughput, [("read".to_string(), 1000, 0.5)]);
     }
 }

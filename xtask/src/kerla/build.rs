@@ -1,5 +1,5 @@
-//! Building the patched Kerla with the kext: its initramfs (BusyBox and the
-//! init script), cargo with Debian's Rust, then the two steps Kerla's
+//! Building the patched Kerla with the kext: its initramfs (musl BusyBox,
+//! blkcheck and the init script), cargo with Debian's Rust, then the two steps Kerla's
 //! Makefile would do after linking: embed the symbol table (its
 //! `tools/embed-symbol-table.py`, from the scratch tree) and mark the ELF
 //! as i386 so QEMU's multiboot loader takes it. Kerla's Makefile itself is
@@ -13,10 +13,15 @@ use std::time::{Duration, Instant};
 use crate::cpio::Archive;
 
 use super::toolchain::Toolchain;
+use super::userland::Userland;
 
 /// Where the initramfs goes, relative to the tree (Kerla includes it from
 /// `kernel/fs/initramfs.rs` as `../../$INITRAMFS_PATH`).
 const INITRAMFS: &str = "build/vblk-initramfs.cpio";
+/// Where the init script goes in the initramfs. (A file, not Kerla's
+/// `INIT_SCRIPT` text itself: Kerla keeps a process's command line in a
+/// fixed-size string and panics on a long one.)
+const INIT_SCRIPT_PATH: &str = "/etc/vblk-init.sh";
 
 /// Cargo's profile for the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,18 +49,26 @@ pub struct Kernel {
     pub build_time: Duration,
 }
 
-/// The initramfs: BusyBox as `/bin/busybox` and `/bin/sh`, and the folders
-/// Kerla mounts on (`/dev`, `/proc`, `/tmp`).
-fn initramfs(busybox: &Path) -> Result<Vec<u8>, String> {
-    let busybox =
-        std::fs::read(busybox).map_err(|e| format!("cannot read {}: {e}", busybox.display()))?;
+/// The initramfs: BusyBox as `/bin/busybox` and `/bin/sh`, `/bin/blkcheck`,
+/// the init script, and the folders Kerla mounts on (`/dev`, `/proc`, `/tmp`).
+fn initramfs(busybox: &Path, blkcheck: &Path, init_script: &str) -> Result<Vec<u8>, String> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let (busybox, blkcheck) = (read(busybox)?, read(blkcheck)?);
     let mut archive = Archive::new(BufWriter::new(Vec::new()));
     let io = |e: std::io::Error| format!("cannot build the initramfs: {e}");
-    for dir in ["/bin", "/dev", "/proc", "/tmp"] {
+    for dir in ["/bin", "/dev", "/etc", "/proc", "/tmp"] {
         archive.dir(dir).map_err(io)?;
     }
     archive.file("/bin/busybox", 0o755, &busybox).map_err(io)?;
     archive.symlink("/bin/sh", "busybox").map_err(io)?;
+    archive
+        .file("/bin/blkcheck", 0o755, &blkcheck)
+        .map_err(io)?;
+    archive
+        .file(INIT_SCRIPT_PATH, 0o755, init_script.as_bytes())
+        .map_err(io)?;
     archive
         .finish()
         .map_err(io)?
@@ -111,16 +124,17 @@ fn linker_shim(dir: &Path, lld: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the kernel in `tree`; its init runs `sh -c init_script` (Kerla's
-/// `INIT_SCRIPT`, compiled in).
+/// Builds the kernel in `tree`; its init runs `init_script` with BusyBox's sh.
 pub fn build(
     tree: &Path,
     work: &Path,
     tools: &Toolchain,
+    userland: &Userland,
     profile: Profile,
     init_script: &str,
 ) -> Result<Kernel, String> {
-    write_if_changed(&tree.join(INITRAMFS), &initramfs(&tools.busybox)?)?;
+    let archive = initramfs(&userland.busybox, &userland.blkcheck, init_script)?;
+    write_if_changed(&tree.join(INITRAMFS), &archive)?;
     let shim = work.join("bin");
     linker_shim(&shim, &tools.lld)?;
     let target_dir = work.join("cargo-target");
@@ -142,7 +156,7 @@ pub fn build(
         .env("RUSTFLAGS", "-Z emit-stack-sizes")
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("INITRAMFS_PATH", INITRAMFS)
-        .env("INIT_SCRIPT", init_script)
+        .env("INIT_SCRIPT", format!("/bin/sh {INIT_SCRIPT_PATH}"))
         .env("ARCH", "x64")
         .env("CARGO_FROM_MAKE", "1");
     if profile == Profile::Release {
@@ -247,15 +261,23 @@ mod tests {
     }
 
     #[test]
-    fn the_initramfs_has_busybox_and_the_mount_points() {
+    fn the_initramfs_has_the_programs_the_script_and_the_mount_points() {
         let fake = std::env::temp_dir().join(format!("vblk-fake-busybox-{}", std::process::id()));
         std::fs::write(&fake, b"\x7fELF-busybox").unwrap();
-        let archive = initramfs(&fake).unwrap();
+        let archive = initramfs(&fake, &fake, "echo hi\n").unwrap();
         let _ = std::fs::remove_file(&fake);
         let text = String::from_utf8_lossy(&archive);
-        for name in ["bin/busybox", "bin/sh", "dev", "proc", "tmp"] {
+        for name in [
+            "bin/busybox",
+            "bin/sh",
+            "bin/blkcheck",
+            "etc/vblk-init.sh",
+            "dev",
+            "proc",
+            "tmp",
+        ] {
             assert!(text.contains(name), "{name} missing");
         }
-        assert!(text.contains("ELF-busybox"));
+        assert!(text.contains("ELF-busybox") && text.contains("echo hi"));
     }
 }

@@ -5,15 +5,18 @@
 //! 2. Unpacks Kerla's snapshot (`../shared/kerla/`, or `--kerla-src`) into
 //!    `target/kerla/tree`, applies the project's patch series
 //!    (`kext/kerla/patches/`) and places the kext in `exts/` ([`tree`]).
-//! 3. Builds Kerla with the kext and an initramfs whose init script says
-//!    it ran and halts ([`build`]).
+//! 3. Builds musl BusyBox and blkcheck ([`userland`]), then Kerla with the
+//!    kext and an initramfs whose init script (`kext/kerla/init.sh`) runs
+//!    the user-space checks through `/dev/vda` and halts ([`build`]).
 //! 4. Boots it once per case (packed and split rings on virtio-pci,
 //!    virtio-mmio) with `vblk.selftest=GENERATION` on a fresh raw file;
 //!    reads the console: the kext loaded, took the disk with the ring
 //!    asked for, the kernel registered its block driver, the self-test
-//!    passed, init ran, Kerla halted ([`boot`]).
-//! 5. Checks the raw file on the host: the stamp in every sector of the
-//!    self-test's regions, zeros elsewhere ([`disk_check`]).
+//!    passed, the init script's dd round trips and blkcheck passed, Kerla
+//!    halted ([`boot`]).
+//! 5. Checks the raw file on the host: every byte accounted for, the
+//!    self-test's stamps, the dd cases' pattern, the throughput copy,
+//!    zeros elsewhere ([`disk_check`]).
 //!
 //! Prints one line per boot and a PASS/FAIL verdict; exits 0 only on PASS.
 
@@ -22,6 +25,7 @@ mod build;
 mod disk_check;
 mod toolchain;
 mod tree;
+mod userland;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -67,22 +71,30 @@ struct BootResult {
     time: Duration,
     problems: Vec<String>,
     host_check: String,
+    /// (step, bytes, host seconds) of the throughput steps.
+    throughput: Vec<(String, u64, f64)>,
 }
 
-/// The init script: proof that the kernel went on to user space after the
-/// self-test, then a clean halt (reboot(2) → isa-debug-exit). The marker is
-/// echoed in two words so that Kerla's "running init script" line, which
-/// shows the script, does not contain it.
-fn init_script() -> String {
-    let (first, second) = boot::INIT_MARKER
-        .rsplit_once(' ')
-        .expect("the marker has two words");
-    format!("echo '{first}' '{second}'; /bin/busybox poweroff -f")
+/// The init script (`kext/kerla/init.sh`) with the blkdebug sectors set.
+fn init_script(repo: &std::path::Path) -> Result<String, String> {
+    let path = repo.join("kext/kerla/init.sh");
+    let script = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(format!(
+        "VBLK_READ_ERROR={}\nVBLK_WRITE_ERROR={}\n{script}",
+        boot::READ_ERROR_SECTOR,
+        boot::WRITE_ERROR_SECTOR
+    ))
 }
 
 /// Reads one boot's console and disk; every problem found is listed.
-fn judge(case: &boot::BootCase, booted: &boot::Booted, disk: &std::path::Path) -> BootResult {
-    let console = boot::read_console(&booted.lines);
+fn judge(
+    case: &boot::BootCase,
+    booted: &boot::Booted,
+    disk: &std::path::Path,
+    user_cases: &[disk_check::UserCase],
+) -> BootResult {
+    let console = boot::read_console(&booted.lines, &booted.arrived);
     let mut problems = Vec::new();
     if !console.kext_loaded {
         problems.push("Kerla never loaded virtio_blk_mq_kext".to_string());
@@ -109,6 +121,20 @@ fn judge(case: &boot::BootCase, booted: &boot::Booted, disk: &std::path::Path) -
     if !console.init_reached {
         problems.push("the init script never ran".into());
     }
+    problems.extend(
+        console
+            .user
+            .iter()
+            .filter(|line| line.starts_with("FAIL"))
+            .map(|line| format!("user space: {line}")),
+    );
+    if !console.user.iter().any(|line| line == "PASS") {
+        problems.push("no `vblk-user: PASS` line".into());
+    }
+    problems.extend(console.blkcheck_failed.iter().cloned());
+    if !console.blkcheck_passed {
+        problems.push("no `blkcheck: PASS` line".into());
+    }
     if let Some(panic) = &console.panic {
         problems.push(format!("Kerla panicked: {panic}"));
     }
@@ -117,19 +143,26 @@ fn judge(case: &boot::BootCase, booted: &boot::Booted, disk: &std::path::Path) -
         Some(code) => problems.push(format!("QEMU exited with {code}, not Kerla's halt")),
         None => problems.push("Kerla did not halt (stopped at boot2dump, or the timeout)".into()),
     }
-    let host_check = match std::fs::read(disk) {
-        Ok(image) => match disk_check::check_self_test(&image, case.generation) {
-            Ok(check) => format!(
-                "{} stamped sectors ok, {} other sectors zero",
-                check.stamped, check.zero
-            ),
-            Err(why) => {
-                problems.push(format!("disk image: {why}"));
-                "FAILED".into()
-            }
-        },
-        Err(e) => {
-            problems.push(format!("cannot read the disk image: {e}"));
+    let host_check = std::fs::read(disk)
+        .map_err(|e| format!("cannot read the disk image: {e}"))
+        .and_then(|image| {
+            let layout = disk_check::boot_layout(
+                image.len() as u64,
+                case.generation,
+                user_cases,
+                boot::WRITE_ERROR_SECTOR,
+            )?;
+            disk_check::check(&image, &layout).map_err(|why| format!("disk image: {why}"))
+        });
+    let host_check = match host_check {
+        Ok(check) => format!(
+            "{} KiB as written, {} KiB zero, {} KiB blkcheck's",
+            check.checked / 1024,
+            check.zero / 1024,
+            check.scratch / 1024
+        ),
+        Err(why) => {
+            problems.push(why);
             "FAILED".into()
         }
     };
@@ -138,6 +171,7 @@ fn judge(case: &boot::BootCase, booted: &boot::Booted, disk: &std::path::Path) -
         time: booted.time,
         problems,
         host_check,
+        throughput: console.throughput,
     }
 }
 
@@ -180,14 +214,17 @@ pub fn run(args: &KerlaArgs) -> Result<Outcome, String> {
         patches.len(),
         tools.rustc_version
     );
-    let kernel = build::build(&tree_dir, &work, &tools, args.profile, &init_script())?;
+    let userland = userland::prepare(&work, &tree_dir, &repo)?;
+    let script = init_script(&repo)?;
+    let user_cases = disk_check::user_cases(&script)?;
+    let kernel = build::build(&tree_dir, &work, &tools, &userland, args.profile, &script)?;
     let timeout = Duration::from_secs(args.timeout);
     let mut results = Vec::new();
     for case in &cases {
         let disk = work.join(format!("disk-{}.img", case.name));
         eprintln!("xtask kerla: booting {} ...", case.name);
         let booted = boot::boot(case, &kernel.elf, &disk, DISK_BYTES, timeout, args.console)?;
-        let result = judge(case, &booted, &disk);
+        let result = judge(case, &booted, &disk, &user_cases);
         if !result.problems.is_empty() && !args.console {
             // The console explains a failure: show it.
             for line in &booted.lines {
@@ -197,14 +234,16 @@ pub fn run(args: &KerlaArgs) -> Result<Outcome, String> {
         results.push(result);
     }
     println!(
-        "xtask kerla: Kerla from {} with {} patches; {}; {:?} build {:.1} s",
+        "xtask kerla: Kerla from {} with {} patches; {}; {:?} build {:.1} s; user space: \
+         BusyBox from {} (musl)",
         match &source {
             tree::Source::Tarball(p) | tree::Source::Folder(p) => p.display().to_string(),
         },
         patches.len(),
         tools.rustc_version,
         args.profile,
-        kernel.build_time.as_secs_f64()
+        kernel.build_time.as_secs_f64(),
+        userland.busybox_source
     );
     println!(
         "{:<12} {:>7}  {:<6}  host-side check of the disk image",
@@ -224,6 +263,13 @@ pub fn run(args: &KerlaArgs) -> Result<Outcome, String> {
         );
         for problem in &result.problems {
             println!("    - {problem}");
+        }
+        for (step, bytes, seconds) in &result.throughput {
+            println!(
+                "    /dev/vda sequential {step} (BusyBox dd, 1 MiB blocks): {} MiB in {seconds:.2} s = {:.1} MiB/s",
+                bytes >> 20,
+                *bytes as f64 / f64::from(1 << 20) / seconds.max(1e-9)
+            );
         }
     }
     let passed = results.iter().filter(|r| r.problems.is_empty()).count();

@@ -27,8 +27,6 @@ pub struct Toolchain {
     pub lld: PathBuf,
     /// `llvm-nm-22`.
     pub nm: PathBuf,
-    /// The static BusyBox binary.
-    pub busybox: PathBuf,
     /// What `rustc --version` says.
     pub rustc_version: String,
 }
@@ -63,8 +61,16 @@ fn pieces() -> Vec<Piece> {
             package: "llvm-22".into(),
         },
         Piece {
-            path: "/bin/busybox",
-            package: "busybox-static".into(),
+            path: "/usr/bin/musl-gcc",
+            package: "musl-tools".into(),
+        },
+        Piece {
+            path: "/usr/bin/make",
+            package: "make".into(),
+        },
+        Piece {
+            path: "/bin/bzip2",
+            package: "bzip2".into(),
         },
         Piece {
             path: "/usr/bin/qemu-system-x86_64",
@@ -81,17 +87,6 @@ fn rustc_version(rustc: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// Whether `/bin/busybox` is the static build (the dynamic one would need
-/// a C library in Kerla's initramfs).
-fn busybox_is_static(path: &Path) -> bool {
-    // No PT_INTERP program header: nothing to load it.
-    std::fs::read(path).is_ok_and(|bytes| {
-        crate::linux::elf::Elf::parse(&bytes)
-            .and_then(|elf| elf.dynamic())
-            .is_some_and(|dynamic| dynamic.interp.is_none())
-    })
-}
-
 /// The packages whose pieces are missing (or, for Rust, of another version).
 fn missing() -> Vec<String> {
     let mut packages: Vec<String> = pieces()
@@ -105,24 +100,26 @@ fn missing() -> Vec<String> {
     if !rust_ok && !packages.contains(&rustc_package) {
         packages.push(rustc_package);
     }
-    if Path::new("/bin/busybox").exists() && !busybox_is_static(Path::new("/bin/busybox")) {
-        packages.push("busybox-static".into());
-    }
     packages
 }
 
-fn apt(args: &[&str]) -> Result<(), String> {
+/// `program`, through sudo unless we are root.
+pub fn as_root(program: &str) -> Command {
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let mut command = if root {
-        Command::new("apt-get")
+    if root {
+        Command::new(program)
     } else {
         let mut sudo = Command::new("sudo");
-        sudo.arg("apt-get");
+        sudo.arg(program);
         sudo
-    };
+    }
+}
+
+fn apt(args: &[&str]) -> Result<(), String> {
+    let mut command = as_root("apt-get");
     command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
     let status = command
         .status()
@@ -170,7 +167,6 @@ pub fn prepare(install: bool) -> Result<Toolchain, String> {
         library_src: PathBuf::from("/usr/src/rustc-1.96.0/library"),
         lld: PathBuf::from("/usr/bin/lld-22"),
         nm: PathBuf::from("/usr/bin/llvm-nm-22"),
-        busybox: PathBuf::from("/bin/busybox"),
         rustc_version,
     })
 }

@@ -8,7 +8,7 @@
 //! console, and leaves through isa-debug-exit with our guest's exit codes.
 
 mod debian;
-pub(crate) mod elf;
+mod elf;
 pub mod fio;
 mod initramfs;
 

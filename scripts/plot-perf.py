@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Plots `cargo xtask perf`'s JSON: IOPS against queue depth for our driver
+and libblkio's on vblk-fastdev (one line per queue count, the median of the
+runs with the min-max range as error bars), and the idealised ring between
+two threads (threaded/limit) beside them. Log-log axes.
+
+    scripts/plot-perf.py target/perf/perf.json docs/perf_iops_vs_qd.png
+
+matplotlib is installed into target/plot-venv on first use (as results.py does).
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import ensure_matplotlib  # noqa: E402
+
+STYLES = {"ours": ("virtio-blk-mq", "o-"), "libblkio": ("libblkio", "s--")}
+
+
+def series(points, side, queues):
+    rows = sorted((p["iodepth"], [r["iops"] for r in p[side]]) for p in points if p["queues"] == queues)
+    depths = [d for d, _ in rows]
+    medians = [statistics.median(v) / 1e6 for _, v in rows]
+    low = [m - min(v) / 1e6 for m, (_, v) in zip(medians, rows)]
+    high = [max(v) / 1e6 - m for m, (_, v) in zip(medians, rows)]
+    return depths, medians, [low, high]
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: plot-perf.py PERF.json OUT.png")
+    ensure_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = json.loads(Path(sys.argv[1]).read_text())
+    points = report["compare"]["points"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for queues in sorted({p["queues"] for p in points}):
+        for side, (name, style) in STYLES.items():
+            depths, medians, errors = series(points, side, queues)
+            ax.errorbar(depths, medians, yerr=errors, fmt=style, capsize=3,
+                        label=f"{name}, {queues} queue{'s' if queues > 1 else ''}")
+    limit = sorted((p["iodepth"], p["iops"] / 1e6) for p in report.get("ring_limit", []))
+    if limit:
+        ax.plot([d for d, _ in limit], [v for _, v in limit], "k:", marker="x",
+                label="idealised ring, 1 queue (threaded/limit)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("queue depth")
+    ax.set_ylabel("million 4 KiB reads / s")
+    ax.set_title("vhost-user on vblk-fastdev: ours vs libblkio, and the ring limit")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(sys.argv[2], dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,14 +11,13 @@
 //! almost never kicks. Used-buffer notifications follow the driver's
 //! `used_event` (or its NO_INTERRUPT flag), checked once per pass.
 
-use std::num::Wrapping;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::PoisonError;
 
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
+use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend};
 
 use crate::backend::Connection;
 use crate::device::{Idle, QueueCounters};
@@ -136,38 +135,50 @@ impl Poller<'_> {
         // avail_event the driver reads is simply never moved.
         let _ = self.queue.disable_notification(&*self.snapshot);
         let mut empty = 0u32;
+        // One round per memory table: the available index is looked up in it
+        // once, then read through that slice on every poll (a bounds check
+        // and a load, instead of a region lookup per look).
         loop {
-            let avail = match self.queue.avail_idx(&*self.snapshot, Ordering::Acquire) {
-                Ok(avail) => avail,
-                Err(e) => return self.broke("reading the available index", &e),
+            let snapshot = self.snapshot.clone();
+            let avail_index = GuestAddress(self.queue.avail_ring())
+                .checked_add(2)
+                .and_then(|addr| snapshot.get_slice(addr, 2).ok());
+            let Some(avail_index) = avail_index else {
+                return self.broke_at("the available index is outside the memory table");
             };
-            if avail == Wrapping(self.queue.next_avail()) {
-                empty = empty.wrapping_add(1);
-                self.counters.empty_polls += 1;
-                if empty.is_multiple_of(CHECK_EVERY) {
-                    if self.stopping()
-                        || (empty.is_multiple_of(ENABLED_CHECK_EVERY) && !enabled(vring))
-                    {
-                        return false;
+            loop {
+                let Ok(avail) = avail_index.load::<u16>(0, Ordering::Acquire) else {
+                    return self.broke_at("the available index is misaligned");
+                };
+                if u16::from_le(avail) == self.queue.next_avail() {
+                    empty = empty.wrapping_add(1);
+                    self.counters.empty_polls += 1;
+                    if empty.is_multiple_of(CHECK_EVERY) {
+                        if self.stopping()
+                            || (empty.is_multiple_of(ENABLED_CHECK_EVERY) && !enabled(vring))
+                        {
+                            return false;
+                        }
+                        self.idle();
                     }
-                    self.idle();
+                    std::hint::spin_loop();
+                    continue;
                 }
-                std::hint::spin_loop();
-                continue;
-            }
-            empty = 0;
-            // A request may point into a region added just before it was
-            // published: read the generation after the index (Acquire both).
-            let generation = self.connection.memory_generation.load(Ordering::Acquire);
-            if generation != self.generation {
-                self.generation = generation;
-                self.snapshot = self.memory.memory().into_inner();
-            }
-            if let Err(broken) = self.pass(vring) {
-                return broken;
-            }
-            if self.stopping() {
-                return false;
+                empty = 0;
+                // A request may point into a region added just before it was
+                // published: read the generation after the index (Acquire both).
+                let generation = self.connection.memory_generation.load(Ordering::Acquire);
+                if generation != self.generation {
+                    self.generation = generation;
+                    self.snapshot = self.memory.memory().into_inner();
+                    break;
+                }
+                if let Err(broken) = self.pass(vring) {
+                    return broken;
+                }
+                if self.stopping() {
+                    return false;
+                }
             }
         }
     }
@@ -244,8 +255,13 @@ impl Poller<'_> {
 
     /// Logs why the ring is unusable; returns `true` (broken).
     fn broke(&self, what: &str, e: &virtio_queue::Error) -> bool {
+        self.broke_at(&format!("{what}: {e}"))
+    }
+
+    /// Logs why the ring is unusable; returns `true` (broken).
+    fn broke_at(&self, why: &str) -> bool {
         log::error!(
-            "vblk-fastdev: queue {}: {what}: {e}; not polled again until restarted",
+            "vblk-fastdev: queue {}: {why}; not polled again until restarted",
             self.index
         );
         true

@@ -65,6 +65,8 @@ impl Backend {
                     _ => DiskKind::Null,
                 },
                 idle: Idle::Auto,
+                // Our driver and the peer pin queue i's thread to CPU i.
+                pin_pollers: true,
             })
             .map_err(|e| SetupError::Backend(e.to_string()))?;
             return Ok(Backend {

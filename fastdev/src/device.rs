@@ -51,6 +51,11 @@ pub struct FastConfig {
     pub disk: DiskKind,
     /// Idle policy of the pollers.
     pub idle: Idle,
+    /// Pin queue `i`'s poller to CPU `(i + 1) % CPUs`: beside a driver that
+    /// pins its queue `i` to CPU `i` (as vblk-bench does), no poller then
+    /// shares a CPU with its own driver, which matters on a busy machine:
+    /// two spinners on one CPU hand over only when the scheduler preempts.
+    pub pin_pollers: bool,
 }
 
 impl Default for FastConfig {
@@ -60,6 +65,7 @@ impl Default for FastConfig {
             queues: 1,
             disk: DiskKind::Null,
             idle: Idle::Auto,
+            pin_pollers: false,
         }
     }
 }
@@ -113,6 +119,7 @@ pub(crate) struct Shared {
     pub queues: u16,
     pub max_queue_size: u16,
     pub idle: Idle,
+    pub pin_pollers: bool,
     /// CPUs this process may run on.
     pub cpus: usize,
     pub counters: Box<[AtomicCounters]>,
@@ -278,6 +285,7 @@ fn shared(config: &FastConfig) -> Result<Shared, StartError> {
         queues: config.queues,
         max_queue_size: MAX_QUEUE_SIZE,
         idle: config.idle,
+        pin_pollers: config.pin_pollers,
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
         counters: (0..config.queues)
             .map(|_| AtomicCounters::default())

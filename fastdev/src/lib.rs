@@ -20,12 +20,13 @@
 //! # Ok::<(), vblk_fastdev::StartError>(())
 //! ```
 #![deny(missing_docs)]
-#![deny(unsafe_code)]
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
 
 mod backend;
 mod config;
 mod device;
 mod disk;
+mod pin;
 mod poller;
 mod request;
 

@@ -2,7 +2,8 @@
 //! until killed.
 //!
 //! ```text
-//! vblk-fastdev --socket /tmp/vblk.sock [--size 1g] [--queues 2] [--disk null|ram] [--idle auto|spin|yield]
+//! vblk-fastdev --socket /tmp/vblk.sock [--size 1g] [--queues 2] [--disk null|ram]
+//!              [--idle auto|spin|yield] [--pin-pollers]
 //! ```
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use vblk_fastdev::{DiskKind, FastConfig, FastDevice, Idle};
 
 const USAGE: &str = "usage: vblk-fastdev --socket PATH [--size BYTES (k/m/g)] [--queues N] \
-                     [--disk null|ram] [--idle auto|spin|yield]";
+                     [--disk null|ram] [--idle auto|spin|yield] [--pin-pollers]";
 
 fn size(text: &str) -> Option<u64> {
     let lower = text.to_ascii_lowercase();
@@ -30,6 +31,10 @@ fn parse(args: &[String]) -> Result<(PathBuf, FastConfig), String> {
     let mut config = FastConfig::default();
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
+        if flag == "--pin-pollers" {
+            config.pin_pollers = true;
+            continue;
+        }
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--socket" => socket = Some(PathBuf::from(value)),

@@ -83,6 +83,9 @@ pub(crate) fn run(connection: &Connection, index: usize, vring: &VringRwLock) {
     else {
         return;
     };
+    if connection.shared.pin_pollers {
+        crate::pin::pin_current_thread((index + 1) % connection.shared.cpus);
+    }
     let _active = Active::new();
     let mut poller = Poller {
         connection,

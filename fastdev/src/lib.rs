@@ -26,6 +26,7 @@ mod backend;
 mod config;
 mod device;
 mod disk;
+mod memory;
 mod pin;
 mod poller;
 mod request;

@@ -17,10 +17,11 @@ use std::sync::PoisonError;
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend};
+use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace};
 
 use crate::backend::Connection;
 use crate::device::{Idle, QueueCounters};
+use crate::memory::Memory;
 use crate::request;
 
 /// Empty polls between two looks at the stop signal and the idle policy.
@@ -92,7 +93,7 @@ pub(crate) fn run(connection: &Connection, index: usize, vring: &VringRwLock) {
         index,
         epoch,
         generation: connection.memory_generation.load(Ordering::Acquire),
-        snapshot: memory.memory().into_inner(),
+        snapshot: Memory::new(memory.memory().into_inner()),
         memory,
         used: Vec::with_capacity(usize::from(queue.size())),
         queue,
@@ -124,7 +125,7 @@ struct Poller<'a> {
     /// The memory table generation `snapshot` was taken at.
     generation: u64,
     memory: crate::backend::Memory,
-    snapshot: std::sync::Arc<vm_memory::GuestMemoryMmap>,
+    snapshot: Memory,
     /// Completions of the current pass, published after it.
     used: Vec<(u16, u32)>,
     queue: Queue,
@@ -136,7 +137,7 @@ impl Poller<'_> {
     fn poll(&mut self, vring: &VringRwLock) -> bool {
         // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY; with it the
         // avail_event the driver reads is simply never moved.
-        let _ = self.queue.disable_notification(&*self.snapshot);
+        let _ = self.queue.disable_notification(&self.snapshot);
         let mut empty = 0u32;
         // One round per memory table: the available index is looked up in it
         // once, then read through that slice on every poll (a bounds check
@@ -145,7 +146,7 @@ impl Poller<'_> {
             let snapshot = self.snapshot.clone();
             let avail_index = GuestAddress(self.queue.avail_ring())
                 .checked_add(2)
-                .and_then(|addr| snapshot.get_slice(addr, 2).ok());
+                .and_then(|addr| snapshot.slice(addr, 2));
             let Some(avail_index) = avail_index else {
                 return self.broke_at("the available index is outside the memory table");
             };
@@ -173,7 +174,7 @@ impl Poller<'_> {
                 let generation = self.connection.memory_generation.load(Ordering::Acquire);
                 if generation != self.generation {
                     self.generation = generation;
-                    self.snapshot = self.memory.memory().into_inner();
+                    self.snapshot = Memory::new(self.memory.memory().into_inner());
                     break;
                 }
                 if let Err(broken) = self.pass(vring) {
@@ -188,7 +189,7 @@ impl Poller<'_> {
 
     /// Serves every available request, publishes them, notifies if asked.
     fn pass(&mut self, vring: &VringRwLock) -> Result<(), bool> {
-        let mem = &*self.snapshot;
+        let mem = &self.snapshot;
         let disk = &self.connection.shared.disk;
         match self.queue.iter(mem) {
             Ok(chains) => {
@@ -222,7 +223,7 @@ impl Poller<'_> {
     /// Whether the driver asked for a used-buffer notification: EVENT_IDX's
     /// `used_event` (§2.7.10), else the avail ring's NO_INTERRUPT flag.
     fn wants_notification(&mut self) -> bool {
-        let mem = &*self.snapshot;
+        let mem = &self.snapshot;
         if self.queue.event_idx_enabled() {
             return self.queue.needs_notification(mem).unwrap_or(true);
         }

@@ -14,10 +14,11 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestMemoryBackend};
+use vm_memory::Bytes;
 
 use crate::config::SECTOR;
 use crate::disk::Disk;
+use crate::memory::Memory;
 
 /// Bytes of the request header: type (le32), reserved (le32), sector (le64).
 const HEADER_BYTES: u32 = 16;
@@ -50,7 +51,7 @@ impl Kind {
 /// Serves the request in `chain` (whose memory is `mem`); returns the used
 /// length: the bytes the device wrote into the driver's writable buffers,
 /// status byte included.
-pub fn serve<T: GuestMemoryBackend>(mem: &T, mut chain: DescriptorChain<&T>, disk: &Disk) -> u32 {
+pub fn serve(mem: &Memory, mut chain: DescriptorChain<&Memory>, disk: &Disk) -> u32 {
     let Some(header) = chain.next() else {
         return 0;
     };
@@ -116,7 +117,7 @@ struct Request {
 
 impl Request {
     /// Serves one data descriptor.
-    fn data<T: GuestMemoryBackend>(&mut self, mem: &T, disk: &Disk, data: Descriptor) {
+    fn data(&mut self, mem: &Memory, disk: &Disk, data: Descriptor) {
         if !self.ok {
             return;
         }
@@ -126,7 +127,7 @@ impl Request {
             self.ok = false;
             return;
         }
-        let Ok(buffer) = mem.get_slice(data.addr(), len as usize) else {
+        let Some(buffer) = mem.slice(data.addr(), len as usize) else {
             self.ok = false;
             return;
         };
@@ -160,6 +161,7 @@ impl Request {
 mod tests {
     use super::*;
     use crate::disk::DiskKind;
+    use std::sync::Arc;
     use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
@@ -169,8 +171,10 @@ mod tests {
     const DATA: u64 = 0x20_0000;
     const STATUS: u64 = 0x30_0000;
 
-    fn memory() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
+    fn memory() -> Memory {
+        Memory::new(Arc::new(
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap(),
+        ))
     }
 
     fn descriptor(addr: u64, len: u32, flags: u32) -> RawDescriptor {
@@ -180,7 +184,7 @@ mod tests {
     /// The driver side: a header at HEADER asking for `request_type` at
     /// `sector`, then `descriptors` (data, status); the device serves it.
     fn run(
-        mem: &GuestMemoryMmap,
+        mem: &Memory,
         disk: &Disk,
         request_type: u32,
         sector: u64,
@@ -200,7 +204,7 @@ mod tests {
 
     /// A request with one data buffer of `len` bytes (device-writable
     /// unless it is a write) and a one-byte status.
-    fn simple(mem: &GuestMemoryMmap, disk: &Disk, request_type: u32, sector: u64, len: u32) -> u32 {
+    fn simple(mem: &Memory, disk: &Disk, request_type: u32, sector: u64, len: u32) -> u32 {
         let data_flags = if request_type == VIRTIO_BLK_T_OUT {
             0
         } else {
@@ -214,7 +218,7 @@ mod tests {
         run(mem, disk, request_type, sector, &descriptors)
     }
 
-    fn status(mem: &GuestMemoryMmap) -> u32 {
+    fn status(mem: &Memory) -> u32 {
         u32::from(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap())
     }
 

@@ -27,7 +27,7 @@ use crate::device::Shared;
 use crate::poller;
 
 /// Guest memory as the framework hands it over.
-pub(crate) type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+pub(crate) type AtomicMemory = GuestMemoryAtomic<GuestMemoryMmap>;
 
 /// One queue's stop signal and the lock its poller holds while it runs.
 #[repr(align(64))]
@@ -45,7 +45,7 @@ pub(crate) struct QueueControl {
 pub(crate) struct Connection {
     pub shared: Arc<Shared>,
     /// The memory table, once SET_MEM_TABLE or ADD_MEM_REGION gave one.
-    pub memory: Mutex<Option<Memory>>,
+    pub memory: Mutex<Option<AtomicMemory>>,
     /// Bumped (Release) whenever the memory table changes; pollers reload
     /// their snapshot when they see it move.
     pub memory_generation: AtomicU64,
@@ -143,7 +143,7 @@ impl VhostUserBackend for FastBlk {
         config::config_range(&self.connection.config, offset, size).unwrap_or_default()
     }
 
-    fn update_memory(&self, memory: Memory) -> io::Result<()> {
+    fn update_memory(&self, memory: AtomicMemory) -> io::Result<()> {
         *self
             .connection
             .memory

@@ -124,7 +124,7 @@ struct Poller<'a> {
     epoch: u64,
     /// The memory table generation `snapshot` was taken at.
     generation: u64,
-    memory: crate::backend::Memory,
+    memory: crate::backend::AtomicMemory,
     snapshot: Memory,
     /// Completions of the current pass, published after it.
     used: Vec<(u16, u32)>,

@@ -11,7 +11,11 @@
 //!    min and max) and how each compares with issue 15's targets, writes
 //!    every figure as JSON, and plots IOPS against depth when asked. Each
 //!    driver's IOPS is the median of its runs, with the best run beside it:
-//!    on a shared machine preemption only ever slows a run down.
+//!    on a shared machine preemption only ever slows a run down. The rate
+//!    ratio is the inverse of the p50 ratio: at depth, with the device the
+//!    bottleneck, qd ÷ p50 is the rate while the pipeline ran (Little's
+//!    law), which preemption barely moves; the IOPS targets are judged on
+//!    both.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -217,12 +221,13 @@ fn table(report: &Value, limit: &[(u16, f64)]) -> (String, bool) {
     let mut errors = false;
     let _ = writeln!(
         out,
-        "| queues | iodepth | ours IOPS (best) | libblkio IOPS (best) | ours ÷ libblkio (min–max) | target | \
-         p50 ours µs | p50 libblkio µs | p50 ratio (min–max) | target | ring-limit IOPS | ours ÷ limit |"
+        "| queues | iodepth | ours IOPS (best) | libblkio IOPS (best) | ours ÷ libblkio (min–max) | \
+         p50 ours µs | p50 libblkio µs | p50 ratio (min–max) | rate ratio (qd ÷ p50) | \
+         IOPS target: by IOPS, by rate | p50 target | ring-limit IOPS | ours ÷ limit |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | --- | --- | ---: | ---: |"
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | --- | --- | ---: | ---: |"
     );
     for point in report["points"].as_array().into_iter().flatten() {
         let queues = point["queues"].as_u64().unwrap_or(0);
@@ -236,8 +241,19 @@ fn table(report: &Value, limit: &[(u16, f64)]) -> (String, bool) {
         let ratio = &point["iops_ratio"];
         let p50 = &point["p50_ratio"];
         let r = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+        // The rate while the pipeline ran (Little's law): preemption, which
+        // decides IOPS on a busy machine, barely moves the median latency.
+        let rate = if r(p50, "median") > 0.0 {
+            1.0 / r(p50, "median")
+        } else {
+            0.0
+        };
         let iops_verdict = iops_target(depth).map_or("–".into(), |t| {
-            format!("≥ {t:.1}: {}", verdict(r(ratio, "median"), t, true))
+            format!(
+                "≥ {t:.1}: {}; {}",
+                verdict(r(ratio, "median"), t, true),
+                verdict(rate, t, true)
+            )
         });
         let limit_iops = (queues == 1)
             .then(|| limit.iter().find(|&&(d, _)| u64::from(d) == depth))
@@ -246,7 +262,7 @@ fn table(report: &Value, limit: &[(u16, f64)]) -> (String, bool) {
         let _ = writeln!(
             out,
             "| {queues} | {depth} | {:.0}k ({:.0}k) | {:.0}k ({:.0}k) | {:.2} ({:.2}–{:.2}) | \
-             {iops_verdict} | {:.2} | {:.2} | {:.2} ({:.2}–{:.2}) | ≤ 1.0: {} | {} | {} |",
+             {:.2} | {:.2} | {:.2} ({:.2}–{:.2}) | {rate:.2} | {iops_verdict} | ≤ 1.0: {} | {} | {} |",
             ours / 1e3,
             best("ours") / 1e3,
             theirs / 1e3,
@@ -356,7 +372,12 @@ mod tests {
             "{}",
             rows[0]
         );
-        assert!(rows[0].contains("≥ 1.2: met") && rows[0].ends_with("| 3.0 M | 0.100 |"));
+        assert!(
+            rows[0].contains("| 1.00 | ≥ 1.2: met; missed by 17 %")
+                && rows[0].ends_with("| 3.0 M | 0.100 |"),
+            "{}",
+            rows[0]
+        );
         assert!(rows[1].contains("missed by 17 %") && rows[1].ends_with("| – | – |"));
     }
 }

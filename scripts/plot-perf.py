@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import ensure_matplotlib  # noqa: E402
+from results import depth_axes, ensure_matplotlib  # noqa: E402
 
 STYLES = {"ours": ("virtio-blk-mq", "o-"), "libblkio": ("libblkio", "s--")}
 
@@ -65,12 +65,8 @@ def main():
     ax.set_title("IOPS (median of runs, min-max bars)")
     rates.set_title("rate while running: iodepth / p50 latency")
     for axis in (ax, rates):
-        axis.set_xscale("log", base=2)
         axis.set_yscale("log")
-        axis.set_xlabel("queue depth")
-        axis.set_ylabel("million 4 KiB reads / s")
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=8)
+    depth_axes((ax, rates), grid_which="both", legend_size=8)
     fig.suptitle("vhost-user on vblk-fastdev: ours vs libblkio, and the ring limit")
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=110)

@@ -1,4 +1,4 @@
-//! `threaded/{split,packed}/q{1,2}/qd32` and `threaded/limit/qd{1,128}`
+//! `threaded/{split,packed}/q{1,2}/qd32` and `threaded/limit/qd{1,32,128}`
 //! (DESIGN.md §7): the device on threads of its own, so every request crosses
 //! cores twice (descriptor to the device, used element back).
 //!
@@ -390,7 +390,7 @@ mod limit {
 fn limit(c: &mut Criterion) {
     let mut group = c.benchmark_group("threaded");
     group.throughput(Throughput::Elements(1));
-    for depth in [1usize, 128] {
+    for depth in [1usize, 32, 128] {
         assert!(depth <= limit::SLOTS);
         let ring = limit::Ring::new();
         std::thread::scope(|scope| {

@@ -91,6 +91,16 @@ def series(estimates, prefix):
     return [d for d, _ in points], [v for _, v in points]
 
 
+def depth_axes(axes, grid_which="major", legend_size=None):
+    """Log2 queue-depth x axes in millions of 4 KiB reads/s, gridded, with legends."""
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("queue depth")
+        ax.set_ylabel("million 4 KiB reads / s")
+        ax.grid(True, which=grid_which, alpha=0.3)
+        ax.legend(fontsize=legend_size)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-bench", action="store_true", help="use criterion output already there")
@@ -140,12 +150,7 @@ def main():
                       label="idealised ring (threaded/limit)")
     threaded.set_title("Device on its own thread (vblk-bench)")
     threaded.set_yscale("log")
-    for ax in (inline, threaded):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("queue depth")
-        ax.set_ylabel("million 4 KiB reads / s")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+    depth_axes((inline, threaded))
     fig.tight_layout()
     fig.savefig(DOCS / "iops_vs_qd.png", dpi=110)
     print((DOCS / "results.md").read_text())

@@ -21,15 +21,23 @@ pub const MAX_IODEPTH: u16 = 512;
 #[command(name = "vblk-bench", version, about, long_about = None)]
 pub struct Args {
     /// Device to drive: `sim` (in-process simulated device), `vhost-user:PATH`
-    /// (an existing vhost-user-blk export), or `vhost-user` with `--spawn-daemon`.
+    /// (an existing vhost-user-blk export), or `vhost-user` with
+    /// `--spawn-daemon` / `--spawn-backend`.
     #[arg(long, default_value = "sim", value_parser = parse_target)]
     pub target: Target,
 
     /// With `--target vhost-user`: start qemu-storage-daemon with `--queues`
     /// queues on `--disk` (null-co of `--size` bytes, or a raw file), and
-    /// stop it at the end.
+    /// stop it at the end (the same as `--spawn-backend qemu`).
     #[arg(long)]
     pub spawn_daemon: bool,
+
+    /// With `--target vhost-user`: start this backend for the run and stop
+    /// it at the end: `fast` (vblk-fastdev, in this process: one busy-polling
+    /// thread per queue, `--disk null` or a sparse `--disk ram` of `--size`
+    /// bytes) or `qemu` (qemu-storage-daemon, as `--spawn-daemon`).
+    #[arg(long, value_enum, value_name = "fast|qemu")]
+    pub spawn_backend: Option<SpawnBackend>,
 
     /// Run the same job with a peer driver against the same vhost-user
     /// export, alternating with ours, and print both side by side.
@@ -82,8 +90,8 @@ pub struct Args {
     pub size: u64,
 
     /// What backs the disk: `null` (keeps nothing; the default), `ram`
-    /// (sim: allocates the whole size), `file:PATH` (--spawn-daemon: an
-    /// existing raw image, all of it).
+    /// (sim: allocates the whole size; --spawn-backend fast: sparse),
+    /// `file:PATH` (--spawn-daemon: an existing raw image, all of it).
     #[arg(long, value_name = "null|ram|file:PATH", value_parser = parse_disk)]
     pub disk: Option<Disk>,
 
@@ -106,8 +114,8 @@ pub struct Args {
     pub no_indirect: bool,
 
     /// Stamp every written block with its sector and a generation, check every
-    /// read (needs a disk that keeps data: sim `--disk ram`, --spawn-daemon
-    /// `--disk file:PATH`, or an existing export).
+    /// read (needs a disk that keeps data: sim or --spawn-backend fast
+    /// `--disk ram`, --spawn-daemon `--disk file:PATH`, or an existing export).
     #[arg(long)]
     pub verify: bool,
 
@@ -168,6 +176,15 @@ impl Target {
     pub fn is_vhost_user(&self) -> bool {
         matches!(self, Target::VhostUser(_) | Target::VhostUserSpawn)
     }
+}
+
+/// A vhost-user-blk backend the run starts itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SpawnBackend {
+    /// vblk-fastdev: busy-polling rust-vmm backend, null or sparse RAM disk.
+    Fast,
+    /// qemu-storage-daemon: null-co or a raw file.
+    Qemu,
 }
 
 /// A driver to compare ours with.
@@ -316,18 +333,28 @@ impl Args {
 
     /// Checks that the flags make sense together.
     pub fn check(&self) -> Result<(), String> {
-        match (&self.target, self.spawn_daemon) {
-            (Target::VhostUserSpawn, false) => {
-                return Err("--target vhost-user needs a socket (vhost-user:PATH) or \
-                            --spawn-daemon"
+        if self.spawn_daemon && self.spawn_backend == Some(SpawnBackend::Fast) {
+            return Err("--spawn-daemon is --spawn-backend qemu: give one of the two".into());
+        }
+        match (&self.target, self.spawn()) {
+            (Target::VhostUserSpawn, None) => {
+                return Err("--target vhost-user needs a socket (vhost-user:PATH), \
+                            --spawn-daemon or --spawn-backend fast|qemu"
                     .into())
             }
-            (Target::VhostUser(_), true) => {
-                return Err("--spawn-daemon starts its own export: use --target vhost-user".into())
+            (Target::VhostUser(_), Some(_)) => {
+                return Err(
+                    "--spawn-daemon / --spawn-backend start their own export: use \
+                            --target vhost-user"
+                        .into(),
+                )
             }
-            (Target::Sim, true) => return Err("--spawn-daemon needs --target vhost-user".into()),
+            (Target::Sim, Some(_)) => {
+                return Err("--spawn-daemon / --spawn-backend need --target vhost-user".into())
+            }
             _ => {}
         }
+        let fast = self.spawn() == Some(SpawnBackend::Fast);
         match (&self.target, &self.disk) {
             (Target::Sim, Some(Disk::File(_))) => {
                 return Err(
@@ -336,9 +363,14 @@ impl Args {
                         .into(),
                 )
             }
-            (Target::VhostUserSpawn, Some(Disk::Ram)) => {
-                return Err("--disk ram is for --target sim: the daemon exports \
-                            null or file:PATH"
+            (Target::VhostUserSpawn, Some(Disk::Ram)) if !fast => {
+                return Err("--disk ram is for --target sim or --spawn-backend fast: \
+                            the daemon exports null or file:PATH"
+                    .into())
+            }
+            (Target::VhostUserSpawn, Some(Disk::File(_))) if fast => {
+                return Err("--spawn-backend fast serves --disk null or ram \
+                            (file:PATH is for --spawn-daemon)"
                     .into())
             }
             (Target::VhostUser(_), Some(_)) => {
@@ -352,6 +384,9 @@ impl Args {
         if self.verify && self.disk() == Disk::Null {
             match self.target {
                 Target::Sim => {
+                    return Err("--verify needs a disk that keeps data: --disk ram".into())
+                }
+                Target::VhostUserSpawn if fast => {
                     return Err("--verify needs a disk that keeps data: --disk ram".into())
                 }
                 Target::VhostUserSpawn => {
@@ -368,7 +403,7 @@ impl Args {
                         (--spawn-daemon has --blkdebug-error)"
                 .into());
         }
-        if !self.blkdebug_error.is_empty() && self.target != Target::VhostUserSpawn {
+        if !self.blkdebug_error.is_empty() && self.spawn() != Some(SpawnBackend::Qemu) {
             return Err("--blkdebug-error needs --target vhost-user --spawn-daemon \
                         (the sim has --inject-ioerr)"
                 .into());
@@ -397,7 +432,8 @@ impl Args {
                 self.size, self.bs, self.queues
             ));
         }
-        if self.disk() == Disk::Ram {
+        // The sim allocates a RAM disk whole; vblk-fastdev's is sparse.
+        if self.disk() == Disk::Ram && self.target == Target::Sim {
             if let Some(available) = available_memory() {
                 // Leave room for the rest of the process and the system.
                 if self.size > available / 10 * 8 {
@@ -409,6 +445,12 @@ impl Args {
             }
         }
         Ok(())
+    }
+
+    /// The backend this run starts: `--spawn-backend`, or qemu for `--spawn-daemon`.
+    pub fn spawn(&self) -> Option<SpawnBackend> {
+        self.spawn_backend
+            .or(self.spawn_daemon.then_some(SpawnBackend::Qemu))
     }
 
     /// What backs the disk: `--disk`, else null.
@@ -677,6 +719,30 @@ mod tests {
         assert_eq!(args.check(), Ok(()));
         assert_eq!(args.compare_iodepths, [1, 8, 32]);
         assert_eq!(args.compare_queues, [1, 2]);
+    }
+
+    #[test]
+    fn spawn_daemon_is_spawn_backend_qemu() {
+        let args = |a: &[&str]| Args::parse_from([&["vblk-bench"][..], a].concat());
+        assert_eq!(args(&["--spawn-daemon"]).spawn(), Some(SpawnBackend::Qemu));
+        assert_eq!(
+            args(&["--spawn-backend", "fast"]).spawn(),
+            Some(SpawnBackend::Fast)
+        );
+        assert_eq!(args(&[]).spawn(), None);
+        let fast = ["--target", "vhost-user", "--spawn-backend", "fast"];
+        assert_eq!(
+            check(&[&fast[..], &["--disk", "ram", "--verify"]].concat()),
+            Ok(())
+        );
+        assert!(check(&[&fast[..], &["--verify"]].concat())
+            .unwrap_err()
+            .contains("--disk ram"));
+        // A sparse RAM disk may be larger than memory.
+        assert_eq!(
+            check(&[&fast[..], &["--disk", "ram", "--size", "64t"]].concat()),
+            Ok(())
+        );
     }
 
     fn check(args: &[&str]) -> Result<(), String> {

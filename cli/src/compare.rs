@@ -4,12 +4,18 @@
 //! `--compare-iodepths`; then one table side by side.
 //!
 //! Both busy-poll a core, so CPU time says nothing; the table has IOPS,
-//! p50/p99 completion latency, kicks per I/O and empty polls per I/O.
+//! p50/p99 completion latency, kicks per I/O and empty polls per I/O. The
+//! ratios are taken pair by pair (ours ÷ theirs of runs next to each other
+//! in time), then the median, min and max over the pairs, so a drift of the
+//! machine's speed during the comparison cancels out. `--output-format
+//! json` prints every run and the ratios instead of the table.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use crate::args::{Args, Peer};
+use serde_json::{json, Value};
+
+use crate::args::{Args, OutputFormat, Peer};
 use crate::peer;
 use crate::sim_target::RunResult;
 use crate::summary::summarize;
@@ -65,6 +71,49 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// Median, min and max of `values` (NaN-free; empty gives zeros).
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+/// Ours ÷ theirs for each alternating pair (run `i` of each driver).
+fn pair_ratios(ours: &[Figures], theirs: &[Figures], field: impl Fn(&Figures) -> f64) -> Vec<f64> {
+    ours.iter()
+        .zip(theirs)
+        .map(|(a, b)| field(a) / field(b))
+        .collect()
+}
+
+fn runs_json(runs: &[Figures]) -> Value {
+    runs.iter()
+        .map(|f| {
+            json!({
+                "iops": f.iops,
+                "p50_ns": f.p50_ns,
+                "p99_ns": f.p99_ns,
+                "kicks_per_io": f.kicks_per_io,
+                "empty_polls_per_io": f.empty_polls_per_io,
+                "errors": f.errors,
+            })
+        })
+        .collect()
+}
+
+fn spread_json((median, min, max): (f64, f64, f64)) -> Value {
+    json!({ "median": median, "min": min, "max": max })
+}
+
 fn row(out: &mut String, queues: u16, depth: u16, name: &str, runs: &[Figures]) {
     let each: Vec<String> = runs
         .iter()
@@ -113,6 +162,7 @@ pub fn run(args: &Args) -> ExitCode {
     );
     let _ = writeln!(table, "| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut ratios = String::new();
+    let mut points = Vec::new();
     let mut failed = false;
     for &queues in &queue_counts {
         for &depth in &depths {
@@ -133,7 +183,7 @@ pub fn run(args: &Args) -> ExitCode {
                     let run = if ours_now {
                         vhost_target::run(&point, &backend)
                     } else {
-                        peer::run(&point, backend.socket())
+                        peer::run(&point, &backend)
                     };
                     let run = match run {
                         Ok(run) => run,
@@ -172,29 +222,64 @@ pub fn run(args: &Args) -> ExitCode {
             }
             row(&mut table, queues, depth, "virtio-blk-mq", &ours);
             row(&mut table, queues, depth, "libblkio", &theirs);
-            let ratio = mean(ours.iter().map(|f| f.iops)) / mean(theirs.iter().map(|f| f.iops));
-            let p50 = mean(ours.iter().map(|f| f.p50_ns as f64))
-                / mean(theirs.iter().map(|f| f.p50_ns as f64));
+            let iops = spread(pair_ratios(&ours, &theirs, |f| f.iops));
+            let p50 = spread(pair_ratios(&ours, &theirs, |f| f.p50_ns as f64));
             let _ = writeln!(
                 ratios,
-                "q{queues} qd{depth}: IOPS ours/libblkio {ratio:.2}x, p50 ours/libblkio {p50:.2}x"
+                "q{queues} qd{depth}: IOPS ours/libblkio {:.2}x (min {:.2}x, max {:.2}x), \
+                 p50 ours/libblkio {:.2}x (min {:.2}x, max {:.2}x); medians of {} pairs",
+                iops.0,
+                iops.1,
+                iops.2,
+                p50.0,
+                p50.1,
+                p50.2,
+                ours.len().min(theirs.len())
             );
+            points.push(json!({
+                "queues": queues,
+                "iodepth": depth,
+                "ours": runs_json(&ours),
+                "libblkio": runs_json(&theirs),
+                "iops_ratio": spread_json(iops),
+                "p50_ratio": spread_json(p50),
+            }));
         }
     }
-    println!(
-        "vhost-user-blk export: {}; rw={:?} bs={} runtime={}s per run, {} runs each; \
-         load average before: {load_before}, after: {}",
-        backend.describe(args),
-        args.rw,
-        args.bs,
-        args.runtime,
-        args.repeat,
-        load_average()
-    );
-    println!();
-    print!("{table}");
-    println!();
-    print!("{ratios}");
+    let load_after = load_average();
+    match args.output_format {
+        OutputFormat::Json => {
+            let report = json!({
+                "backend": backend.describe(args),
+                "rw": format!("{:?}", args.rw).to_lowercase(),
+                "bs": args.bs,
+                "runtime_s": args.runtime,
+                "repeat": args.repeat,
+                "load_before": load_before,
+                "load_after": load_after,
+                "points": points,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        }
+        OutputFormat::Normal => {
+            println!(
+                "vhost-user-blk export: {}; rw={:?} bs={} runtime={}s per run, {} runs each; \
+                 load average before: {load_before}, after: {load_after}",
+                backend.describe(args),
+                args.rw,
+                args.bs,
+                args.runtime,
+                args.repeat,
+            );
+            println!();
+            print!("{table}");
+            println!();
+            print!("{ratios}");
+        }
+    }
     if failed {
         eprintln!("vblk-bench: some runs had errors");
         return ExitCode::FAILURE;

@@ -7,7 +7,6 @@
 //! own engine does. Data buffers come from a [`VhostUserHal`] memfd that is
 //! registered with the backend through the peer's own `map_mem_region`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use virtio_blk_mq::mq::{available_cpus, pin_current_thread};
@@ -21,7 +20,7 @@ use virtio_driver::{
 use crate::args::Args;
 use crate::job::QueueResult;
 use crate::sim_target::{RunResult, SetupError};
-use crate::vhost_target::memory_bytes;
+use crate::vhost_target::{memory_bytes, Backend};
 use vblk_report::job::Recorder;
 use vblk_report::workload::{Dir, Picker};
 
@@ -65,8 +64,9 @@ struct PeerQueue {
 }
 
 /// Runs the job with libblkio's driver against the export at `socket`.
-pub fn run(args: &Args, socket: &Path) -> Result<RunResult, SetupError> {
-    let path = socket
+pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
+    let path = backend
+        .socket()
         .to_str()
         .ok_or_else(|| SetupError::Backend("the socket path is not UTF-8".into()))?;
     let vhost = VhostUser::<VirtioBlkConfig, VirtioBlkReqBuf>::new(path, peer_features())
@@ -101,7 +101,8 @@ pub fn run(args: &Args, socket: &Path) -> Result<RunResult, SetupError> {
             notifier: transport.get_submission_notifier(i),
         })
         .collect();
-    let yield_when_idle = usize::from(args.queues) + 1 > available_cpus();
+    let yield_when_idle =
+        usize::from(args.queues) + backend.busy_threads(args.queues) > available_cpus();
     let results: Vec<(QueueStats, QueueResult)> = std::thread::scope(|scope| {
         let threads: Vec<_> = peers
             .into_iter()

@@ -1,6 +1,7 @@
-//! `--target vhost-user:PATH` / `--target vhost-user --spawn-daemon`: our
-//! driver against a vhost-user-blk backend (qemu-storage-daemon), one pinned
-//! thread per queue, the same job engine as `--target sim`.
+//! `--target vhost-user:PATH` / `--target vhost-user --spawn-daemon |
+//! --spawn-backend fast`: our driver against a vhost-user-blk backend
+//! (qemu-storage-daemon, or vblk-fastdev in this process), one pinned thread
+//! per queue, the same job engine as `--target sim`.
 //!
 //! While the queues run, this thread checks the device status every
 //! [`WATCH_EVERY`]: a backend that dies fails every queue (their requests
@@ -11,13 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use vblk_fastdev::{DiskKind, FastConfig, FastDevice, Idle};
 use virtio_blk_mq::mq::{available_cpus, run_pinned};
 use virtio_blk_mq::transport::vhost_user::{
     DaemonBackend, DaemonConfig, StorageDaemon, VhostUserHal, VhostUserIrq, VhostUserTransport,
 };
 use virtio_blk_mq::{BlkDevice, PAGE_SIZE};
 
-use crate::args::{Args, Disk};
+use crate::args::{Args, Disk, SpawnBackend};
 use crate::job;
 use crate::progress::Progress;
 use crate::sim_target::{RunResult, SetupError};
@@ -25,54 +27,82 @@ use crate::sim_target::{RunResult, SetupError};
 /// How often the device status is checked during a run.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
 
-/// The backend a run talks to: an existing socket, or a daemon it started.
+/// The backend a run talks to: an existing socket, or one it started.
 pub struct Backend {
     socket: PathBuf,
-    daemon: Option<StorageDaemon>,
+    spawned: Spawned,
+}
+
+/// What the run started, if anything.
+enum Spawned {
+    /// Nothing: `--target vhost-user:PATH`.
+    Nothing,
+    /// qemu-storage-daemon (`--spawn-daemon`, `--spawn-backend qemu`).
+    Daemon(StorageDaemon),
+    /// vblk-fastdev, in this process (`--spawn-backend fast`).
+    Fast(FastDevice),
 }
 
 impl Backend {
-    /// Starts the daemon for `--spawn-daemon` (`queues` queues on null-co
-    /// of `--size` bytes or on `--disk file:PATH`, under blkdebug with
-    /// `--blkdebug-error`), or names the socket of `--target vhost-user:PATH`.
+    /// Starts the backend `--spawn-backend` / `--spawn-daemon` names with
+    /// `queues` queues (qemu-storage-daemon on null-co of `--size` bytes or
+    /// on `--disk file:PATH`, under blkdebug with `--blkdebug-error`;
+    /// vblk-fastdev on a null or sparse RAM disk of `--size` bytes), or names
+    /// the socket of `--target vhost-user:PATH`.
     pub fn open(args: &Args, queues: u16) -> Result<Backend, SetupError> {
-        match &args.target {
-            crate::args::Target::VhostUser(path) => Ok(Backend {
+        if let crate::args::Target::VhostUser(path) = &args.target {
+            return Ok(Backend {
                 socket: path.clone(),
-                daemon: None,
-            }),
-            _ => {
-                let backend = match args.disk() {
-                    Disk::File(path) => {
-                        if !path.is_file() {
-                            return Err(SetupError::Backend(format!(
-                                "--disk file:{}: no such file (create it first, e.g. \
-                                 truncate -s 64M {})",
-                                path.display(),
-                                path.display()
-                            )));
-                        }
-                        DaemonBackend::File { path }
-                    }
-                    _ => DaemonBackend::Null {
-                        size: args.size,
-                        latency_ns: 0,
-                    },
-                };
-                let daemon = StorageDaemon::spawn(&DaemonConfig {
-                    backend,
-                    num_queues: queues,
-                    writable: true,
-                    blkdebug: (!args.blkdebug_error.is_empty())
-                        .then(|| vblk_report::blkdebug::inject_error_options(&args.blkdebug_error)),
-                })
-                .map_err(|e| SetupError::Backend(e.to_string()))?;
-                Ok(Backend {
-                    socket: daemon.socket().to_path_buf(),
-                    daemon: Some(daemon),
-                })
-            }
+                spawned: Spawned::Nothing,
+            });
         }
+        if args.spawn() == Some(SpawnBackend::Fast) {
+            let device = FastDevice::spawn(&FastConfig {
+                size: args.size,
+                queues,
+                disk: match args.disk() {
+                    Disk::Ram => DiskKind::Ram,
+                    _ => DiskKind::Null,
+                },
+                idle: Idle::Auto,
+                // Our driver and the peer pin queue i's thread to CPU i.
+                pin_pollers: true,
+            })
+            .map_err(|e| SetupError::Backend(e.to_string()))?;
+            return Ok(Backend {
+                socket: device.socket().to_path_buf(),
+                spawned: Spawned::Fast(device),
+            });
+        }
+        let backend = match args.disk() {
+            Disk::File(path) => {
+                if !path.is_file() {
+                    return Err(SetupError::Backend(format!(
+                        "--disk file:{}: no such file (create it first, e.g. \
+                         truncate -s 64M {})",
+                        path.display(),
+                        path.display()
+                    )));
+                }
+                DaemonBackend::File { path }
+            }
+            _ => DaemonBackend::Null {
+                size: args.size,
+                latency_ns: 0,
+            },
+        };
+        let daemon = StorageDaemon::spawn(&DaemonConfig {
+            backend,
+            num_queues: queues,
+            writable: true,
+            blkdebug: (!args.blkdebug_error.is_empty())
+                .then(|| vblk_report::blkdebug::inject_error_options(&args.blkdebug_error)),
+        })
+        .map_err(|e| SetupError::Backend(e.to_string()))?;
+        Ok(Backend {
+            socket: daemon.socket().to_path_buf(),
+            spawned: Spawned::Daemon(daemon),
+        })
     }
 
     /// The export's socket.
@@ -82,18 +112,38 @@ impl Backend {
 
     /// What the export is, for the user.
     pub fn describe(&self, args: &Args) -> String {
-        match (&self.daemon, args.disk()) {
-            (None, _) => self.socket.display().to_string(),
-            (Some(_), Disk::File(path)) => {
+        match (&self.spawned, args.disk()) {
+            (Spawned::Nothing, _) => self.socket.display().to_string(),
+            (Spawned::Daemon(_), Disk::File(path)) => {
                 format!("qemu-storage-daemon raw file {} (spawned)", path.display())
             }
-            (Some(_), _) => format!("qemu-storage-daemon null-co size={} (spawned)", args.size),
+            (Spawned::Daemon(_), _) => {
+                format!("qemu-storage-daemon null-co size={} (spawned)", args.size)
+            }
+            (Spawned::Fast(device), _) => format!(
+                "vblk-fastdev {} disk size={} (spawned, busy-polling)",
+                device.disk_kind(),
+                device.capacity()
+            ),
         }
     }
 
     /// The daemon's last words, when this run started one.
     pub fn daemon_log(&self) -> Option<String> {
-        self.daemon.as_ref().map(StorageDaemon::log_text)
+        match &self.spawned {
+            Spawned::Daemon(daemon) => Some(daemon.log_text()),
+            _ => None,
+        }
+    }
+
+    /// Busy threads the backend runs beside `queues` driver threads:
+    /// vblk-fastdev polls each queue on a thread of its own,
+    /// qemu-storage-daemon serves every queue from one.
+    pub fn busy_threads(&self, queues: u16) -> usize {
+        match &self.spawned {
+            Spawned::Fast(_) => usize::from(queues),
+            _ => 1,
+        }
     }
 }
 
@@ -131,8 +181,9 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
         )));
     }
     let spec = args.job_spec(blocks_per_queue);
-    // The daemon's thread needs a CPU too.
-    let yield_when_idle = usize::from(args.queues) + 1 > available_cpus();
+    // The backend's threads need CPUs too.
+    let yield_when_idle =
+        usize::from(args.queues) + backend.busy_threads(args.queues) > available_cpus();
     let counters: Arc<[AtomicU64]> = (0..args.queues).map(|_| AtomicU64::new(0)).collect();
     let progress = Progress::start(args, counters.clone());
     let show = progress.is_some();

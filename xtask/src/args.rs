@@ -30,6 +30,9 @@ pub enum Task {
     /// Build the real Kerla (../shared/kerla/) with the project's patch
     /// series and the kext, boot it in QEMU, check the disk on the host.
     Kerla(crate::kerla::KerlaArgs),
+    /// Our driver beside libblkio's on vblk-fastdev, and the idealised ring
+    /// beside both: one table of ratios (and a plot with --plot).
+    Perf(crate::perf::PerfArgs),
 }
 
 /// One guest run.

@@ -10,6 +10,9 @@
 //! and real fio on the same QEMU line; `cargo xtask compare` runs both guests
 //! over a matrix of jobs and prints one table.
 //!
+//! `cargo xtask perf` runs our driver beside libblkio's on vblk-fastdev and
+//! the idealised ring beside both, and prints one table of ratios.
+//!
 //! `cargo xtask kerla` builds the real Kerla from `../shared/kerla/` with
 //! the project's patch series and the kext, boots it in QEMU with the
 //! kext's self-test, and checks the disk image on the host.
@@ -21,6 +24,7 @@ mod cpio;
 mod hash;
 mod kerla;
 mod linux;
+mod perf;
 mod qemu;
 
 use std::process::ExitCode;
@@ -55,6 +59,13 @@ fn main() -> ExitCode {
             Ok(outcome) => outcome.exit_code(),
             Err(error) => {
                 eprintln!("xtask kerla: error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        args::Task::Perf(perf) => match perf::run(&perf) {
+            Ok(outcome) => outcome.exit_code(),
+            Err(error) => {
+                eprintln!("xtask perf: error: {error}");
                 ExitCode::from(2)
             }
         },

@@ -83,3 +83,16 @@ impl Drop for Image {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Runs `vblk-bench ARGS`, checks that it refused the flags (exit status
+/// 2), and returns what it printed on stderr.
+pub fn refused(args: &[&str]) -> String {
+    let output = vblk_bench(args);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{args:?}: {}",
+        stderr(&output)
+    );
+    stderr(&output)
+}

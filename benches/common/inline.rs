@@ -60,19 +60,49 @@ impl InlineRig {
     #[inline]
     pub fn batch(&mut self) {
         for _ in 0..self.depth {
-            let buffer = self
-                .free
-                .pop()
-                .expect("a buffer for every request in flight");
-            let sector = self.next_sector;
-            self.next_sector = (sector + BLOCK_SECTORS) % self.sector_span;
-            if let Err(rejected) = self.queue.read(sector, buffer, sector) {
-                panic!("read refused: {rejected}");
-            }
+            self.submit_one();
         }
-        self.submitted += u64::from(self.depth);
+        self.commit();
+        self.step_device();
+        self.reap();
+    }
+
+    /// Submits one read (not yet visible to the device).
+    #[inline]
+    pub fn submit_one(&mut self) {
+        let buffer = self
+            .free
+            .pop()
+            .expect("a buffer for every request in flight");
+        let sector = self.next_sector;
+        self.next_sector = (sector + BLOCK_SECTORS) % self.sector_span;
+        if let Err(rejected) = self.queue.read(sector, buffer, sector) {
+            panic!("read refused: {rejected}");
+        }
+        self.submitted += 1;
+    }
+
+    /// Publishes the reads submitted since the last commit.
+    #[inline]
+    pub fn commit(&mut self) {
         self.queue.commit();
+    }
+
+    /// Steps the device once, as [`SimDevice::step`] does inline.
+    #[inline]
+    pub fn step_device(&self) {
         self.sim.step(self.queue.index());
+    }
+
+    /// Steps the device once, as a polling device thread does.
+    #[inline]
+    pub fn poll_device(&self) {
+        self.sim.poll_step(self.queue.index());
+    }
+
+    /// Polls every completion back; the device must have served the whole batch.
+    #[inline]
+    pub fn reap(&mut self) {
         let free = &mut self.free;
         let done = self.queue.poll(usize::MAX, |completion| {
             if let Err(error) = completion.result {
@@ -89,6 +119,11 @@ impl InlineRig {
             usize::from(self.depth),
             "a step completes the whole batch"
         );
+    }
+
+    /// Requests kept in flight per batch.
+    pub fn depth(&self) -> u16 {
+        self.depth
     }
 
     /// Checks that nothing went wrong on either side while measuring.

@@ -55,6 +55,7 @@ impl Disk {
 
     /// Runs `f` on the bytes of `[sector, sector + bytes / 512)`; `None` for a
     /// null disk. The caller has checked the range against the capacity.
+    #[inline(always)]
     pub(crate) fn with_bytes<R>(
         &self,
         sector: u64,

@@ -5,9 +5,10 @@
 //! Addresses come from the driver and are never trusted: every range is checked
 //! against the live [`SimHal`](crate::SimHal) allocations before it is touched
 //! (an IOMMU stand-in). Checks are cached per queue and the cache is dropped
-//! whenever any allocation is freed. A driver that frees memory while the
-//! device may still use it breaks the `Hal` contract; the check catches that
-//! between steps, but cannot close the race inside one.
+//! at the start of the first step after any allocation was freed. A driver
+//! that frees memory while the device may still use it breaks the `Hal`
+//! contract; the check catches that between steps, but cannot close the race
+//! inside one.
 
 use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
@@ -25,41 +26,64 @@ const CACHE_SLOTS: usize = 256;
 pub(crate) struct MemCheck {
     epoch: u64,
     /// `(start, len)` of a live allocation, indexed by the page of an address inside it.
-    cache: Vec<(usize, usize)>,
+    cache: Box<[(usize, usize); CACHE_SLOTS]>,
 }
 
 impl MemCheck {
     pub(crate) fn new() -> MemCheck {
         MemCheck {
             epoch: hal::free_epoch(),
-            cache: vec![(0, 0); CACHE_SLOTS],
+            cache: Box::new([(0, 0); CACHE_SLOTS]),
         }
     }
 
-    /// True when some allocation was freed since the last check.
-    pub(crate) fn stale(&self) -> bool {
-        hal::free_epoch() != self.epoch
+    /// Drops the cache if some allocation was freed since it was last
+    /// dropped; true when it did, so the caller re-checks the ranges it
+    /// holds. Called at the start of every step: inside one, the cache is
+    /// trusted.
+    #[inline]
+    pub(crate) fn refresh(&mut self) -> bool {
+        let epoch = hal::free_epoch();
+        if epoch == self.epoch {
+            return false;
+        }
+        self.epoch = epoch;
+        self.cache.fill((0, 0));
+        true
     }
 
     /// Checks that `[addr, addr + len)` lies inside one live DMA allocation.
+    ///
+    /// The hit path (a range inside the allocation its page's cache slot
+    /// holds) is a few instructions and inlined; a miss looks the range up
+    /// in the registry. The cache is as fresh as the last [`Self::refresh`].
+    #[inline]
     pub(crate) fn range(&mut self, addr: u64, len: u64) -> Result<GuestRange, String> {
-        let fault = || format!("buffer {addr:#x}+{len:#x} is not inside DMA memory from SimHal");
         if len == 0 {
             return Ok(GuestRange { start: 0, len: 0 });
         }
+        if let (Ok(start), Ok(size)) = (usize::try_from(addr), usize::try_from(len)) {
+            if let Some(end) = start.checked_add(size) {
+                let (s, l) = self.cache[(start / PAGE_SIZE) % CACHE_SLOTS];
+                // `s + l` cannot overflow: it is the end of a live allocation.
+                if start >= s && end <= s + l {
+                    return Ok(GuestRange { start, len: size });
+                }
+            }
+        }
+        self.range_slow(addr, len)
+    }
+
+    /// [`Self::range`] when the cache cannot answer: looks the range up and
+    /// caches its allocation.
+    #[cold]
+    #[inline(never)]
+    fn range_slow(&mut self, addr: u64, len: u64) -> Result<GuestRange, String> {
+        let fault = || format!("buffer {addr:#x}+{len:#x} is not inside DMA memory from SimHal");
         let start = usize::try_from(addr).map_err(|_| fault())?;
         let len = usize::try_from(len).map_err(|_| fault())?;
-        let end = start.checked_add(len).ok_or_else(fault)?;
-        let epoch = hal::free_epoch();
-        if epoch != self.epoch {
-            self.epoch = epoch;
-            self.cache.fill((0, 0));
-        }
+        start.checked_add(len).ok_or_else(fault)?;
         let slot = (start / PAGE_SIZE) % CACHE_SLOTS;
-        let (s, l) = self.cache[slot];
-        if start >= s && end <= s + l {
-            return Ok(GuestRange { start, len });
-        }
         self.cache[slot] = hal::find_allocation(start, len).ok_or_else(fault)?;
         Ok(GuestRange { start, len })
     }
@@ -103,6 +127,29 @@ impl GuestRange {
         unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), (self.start + offset) as *mut u8, n) }
     }
 
+    /// The `N` bytes at `offset` bytes into the range, which must hold them.
+    #[inline]
+    pub(crate) fn read_array<const N: usize>(&self, offset: usize) -> [u8; N] {
+        assert!(
+            offset <= self.len && N <= self.len - offset,
+            "{N} bytes at {offset} read from a range of {}",
+            self.len
+        );
+        // SAFETY: as in `read`, with `offset + N <= len` asserted above; an
+        // unaligned read of plain bytes.
+        unsafe { core::ptr::read_unaligned((self.start + offset) as *const [u8; N]) }
+    }
+
+    /// Writes `byte` at `offset` bytes into the range (nothing when the range
+    /// is shorter).
+    #[inline]
+    pub(crate) fn write_byte(&self, offset: usize, byte: u8) {
+        if offset < self.len {
+            // SAFETY: as in `write`, with `offset < len` checked above.
+            unsafe { core::ptr::write((self.start + offset) as *mut u8, byte) }
+        }
+    }
+
     /// A typed pointer to `offset`, if the whole `T` fits and is aligned.
     fn typed<T>(&self, offset: usize) -> Result<NonNull<T>, String> {
         let addr = self.start + offset;
@@ -128,9 +175,39 @@ fn area(
         .map_err(|e| format!("{what}: {e}"))
 }
 
+/// How ring indices map to slots in a ring of `size` entries: a mask when
+/// `size` is a power of two (always, for a split ring the driver set up as
+/// the spec asks), else a division. Worked out once, at setup.
+#[derive(Clone, Copy)]
+struct Slots {
+    size: u16,
+    /// `size - 1` when `size` is a power of two.
+    mask: Option<u16>,
+}
+
+impl Slots {
+    fn new(size: u16) -> Slots {
+        Slots {
+            size,
+            mask: size.is_power_of_two().then(|| size - 1),
+        }
+    }
+
+    /// The slot of index `i` (free-running, or a packed position below `size`).
+    #[inline]
+    fn of(self, i: u16) -> usize {
+        usize::from(match self.mask {
+            Some(mask) => i & mask,
+            None if i < self.size => i,
+            None => i % self.size,
+        })
+    }
+}
+
 /// Typed views of a split ring's three areas (VIRTIO 1.2 §2.7), checked once at setup.
 pub(crate) struct SplitAreas {
     size: u16,
+    slots: Slots,
     desc: NonNull<SplitDesc>,
     /// `avail`: `flags`, `idx`, `ring[size]`, `used_event`, as `u16` words.
     avail: NonNull<AtomicU16>,
@@ -157,6 +234,7 @@ impl SplitAreas {
         let u = area(mem, "used ring", used, 6 + 8 * n, 4)?;
         Ok(SplitAreas {
             size,
+            slots: Slots::new(size),
             desc: d.typed(0)?,
             avail: a.typed(0)?,
             used: u.typed(0)?,
@@ -168,7 +246,7 @@ impl SplitAreas {
         // SAFETY: the table holds `size` descriptors, checked in `new` to lie in
         // a live DMA allocation with 16-byte alignment; `SplitDesc` is made of
         // atomics, valid for any bit pattern and shared with the driver.
-        unsafe { &*self.desc.as_ptr().add(usize::from(i % self.size)) }
+        unsafe { &*self.desc.as_ptr().add(self.slots.of(i)) }
     }
 
     fn avail_word(&self, word: usize) -> &AtomicU16 {
@@ -190,7 +268,7 @@ impl SplitAreas {
 
     /// `avail.ring[i % size]`.
     pub(crate) fn avail_ring(&self, i: u16) -> &AtomicU16 {
-        self.avail_word(2 + usize::from(i % self.size))
+        self.avail_word(2 + self.slots.of(i))
     }
 
     /// `used_event`, after the available ring.
@@ -212,7 +290,7 @@ impl SplitAreas {
 
     /// `used.ring[i % size]`.
     pub(crate) fn used_elem(&self, i: u16) -> &UsedElem {
-        let offset = 4 + 8 * usize::from(i % self.size);
+        let offset = 4 + 8 * self.slots.of(i);
         // SAFETY: the used area is `6 + 8 * size` bytes, 4-byte aligned, so the
         // element at `4 + 8 * slot` is in bounds and 4-byte aligned as
         // `UsedElem` needs; it is made of atomics shared with the driver.
@@ -235,7 +313,7 @@ impl SplitAreas {
 
 /// Typed views of a packed ring's three areas (VIRTIO 1.2 §2.8), checked once at setup.
 pub(crate) struct PackedAreas {
-    size: u16,
+    slots: Slots,
     desc: NonNull<PackedDesc>,
     driver: NonNull<EventSuppress>,
     /// Written as one 32-bit word, so the driver never reads half an update.
@@ -258,7 +336,7 @@ impl PackedAreas {
         let drv = area(mem, "driver event suppression area", driver, 4, 4)?;
         let dev = area(mem, "device event suppression area", device, 4, 4)?;
         Ok(PackedAreas {
-            size,
+            slots: Slots::new(size),
             desc: d.typed(0)?,
             driver: drv.typed(0)?,
             device: dev.typed(0)?,
@@ -268,7 +346,7 @@ impl PackedAreas {
     /// Descriptor `i % size`.
     pub(crate) fn desc(&self, i: u16) -> &PackedDesc {
         // SAFETY: the ring holds `size` descriptors, checked in `new`; atomics only.
-        unsafe { &*self.desc.as_ptr().add(usize::from(i % self.size)) }
+        unsafe { &*self.desc.as_ptr().add(self.slots.of(i)) }
     }
 
     /// The driver event suppression structure (read by the device).

@@ -13,8 +13,8 @@ use virtio_blk_mq::spec::{packed_event, PackedDescFlags};
 
 use crate::hostile::used_bits;
 use crate::mem::{MemCheck, PackedAreas};
-use crate::request::RawSeg;
-use crate::ring::Popped;
+use crate::request::{RawSeg, Segs};
+use crate::ring::{ChainRing, Popped};
 
 /// The device's view of one packed ring.
 pub(crate) struct PackedRing {
@@ -34,6 +34,9 @@ pub(crate) struct PackedRing {
     published: (u16, bool),
     /// Slots advanced since then.
     unpublished: u32,
+    /// The device event suppression word last written, so a polling device
+    /// does not rewrite the driver's cache line on every round.
+    event_written: Option<u32>,
 }
 
 /// Flags of a used descriptor written in the lap of wrap counter `wrap`
@@ -71,6 +74,7 @@ impl PackedRing {
             in_flight: 0,
             published: (0, true),
             unpublished: 0,
+            event_written: None,
         }
     }
 
@@ -97,10 +101,11 @@ impl PackedRing {
 
     /// Takes the next available chain (§2.8.21 from the device's side), its
     /// buffers appended to `out`. `Err` is a fault that leaves the ring unusable.
+    #[inline(always)]
     pub(crate) fn pop(
         &mut self,
         mem: &mut MemCheck,
-        out: &mut Vec<RawSeg>,
+        out: &mut Segs,
     ) -> Result<Option<Popped>, String> {
         let head = self.head_flags();
         if !is_avail(head, self.avail_wrap) {
@@ -182,6 +187,7 @@ impl PackedRing {
 
     /// Writes one used descriptor at the next used slot (§2.8.5) and skips the
     /// chain's other slots (§2.8.6).
+    #[inline]
     pub(crate) fn push_used(&mut self, id: u16, skip: u16, len: u32) {
         let flags = used_flags(self.used_wrap, len);
         self.push_used_flags(id, skip, len, flags);
@@ -195,6 +201,7 @@ impl PackedRing {
     /// Writes a used descriptor with the given `flags` at the next used slot
     /// and moves that slot `skip` on: [`Self::push_used`], or a hostile act
     /// that writes flags of its own.
+    #[inline]
     pub(crate) fn push_used_flags(&mut self, id: u16, skip: u16, len: u32, flags: u16) {
         let d = self.areas.desc(self.next_used);
         d.id.store(id.to_le(), Ordering::Relaxed);
@@ -271,29 +278,45 @@ impl PackedRing {
         } else {
             packed_event::word(0, packed_event::ENABLE)
         };
-        // One store: the driver reads the structure as one word too.
-        self.areas
-            .device_event()
-            .store(word.to_le(), Ordering::Relaxed);
+        self.write_event(word);
     }
 
     /// Tells the driver not to kick (§2.8.10).
     pub(crate) fn disable_kicks(&mut self) {
-        self.areas.device_event().store(
-            packed_event::word(0, packed_event::DISABLE).to_le(),
-            Ordering::Relaxed,
-        );
+        self.write_event(packed_event::word(0, packed_event::DISABLE));
+    }
+
+    /// Writes the device event suppression structure, unless it already
+    /// holds `word`: the driver reads that line on every commit, and a
+    /// store of the same value would still take it from the driver's cache.
+    fn write_event(&mut self, word: u32) {
+        if self.event_written == Some(word) {
+            return;
+        }
+        self.event_written = Some(word);
+        // One store: the driver reads the structure as one word too.
+        // Relaxed: the caller orders it (a fence before re-checking the ring).
+        self.areas
+            .device_event()
+            .store(word.to_le(), Ordering::Relaxed);
+    }
+}
+
+impl ChainRing for PackedRing {
+    #[inline(always)]
+    fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String> {
+        PackedRing::pop(self, mem, out)
+    }
+
+    #[inline]
+    fn push_used(&mut self, id: u16, skip: u16, len: u32) {
+        PackedRing::push_used(self, id, skip, len)
     }
 }
 
 /// Reads a packed-format indirect table of `len` bytes at `addr` (§2.8.7):
 /// its descriptors are used in order, WRITE is their only valid flag.
-fn walk_indirect(
-    mem: &mut MemCheck,
-    addr: u64,
-    len: u32,
-    out: &mut Vec<RawSeg>,
-) -> Result<(), String> {
+fn walk_indirect(mem: &mut MemCheck, addr: u64, len: u32, out: &mut Segs) -> Result<(), String> {
     if len == 0 || len & 15 != 0 {
         return Err(format!(
             "indirect table length {len} is not a non-zero multiple of 16"
@@ -304,8 +327,8 @@ fn walk_indirect(
         .map_err(|e| format!("indirect table: {e}"))?;
     let mut fault = Ok(());
     for i in 0..(len / 16) as usize {
-        let mut b = [0u8; 16];
-        table.read(i * 16, &mut b);
+        // `i < len / 16`: the 16 bytes lie inside the table.
+        let b: [u8; 16] = table.read_array(i * 16);
         let flags = PackedDescFlags::from_bits_retain(u16::from_le_bytes([b[14], b[15]]));
         if !(flags - PackedDescFlags::WRITE).is_empty() && fault.is_ok() {
             fault = Err(format!(

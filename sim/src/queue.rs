@@ -7,12 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use virtio_blk_mq::{Features, RingKind};
 
-use crate::config::CompletionOrder;
+use crate::config::{CompletionOrder, SimConfig};
+use crate::disk::Disk;
 use crate::hostile::{garbage_flags, Hostile};
 use crate::mem::MemCheck;
 use crate::packed::used_flags;
-use crate::request::{serve, writable_bytes, RawSeg, ReqCtx, Scratch, StatusWrite};
-use crate::ring::{Ring, RingSetup};
+use crate::request::{
+    serve, serve_simple, simple_max_data, writable_bytes, RawSeg, ReqCtx, Scratch, Segs,
+    StatusWrite,
+};
+use crate::ring::{ChainRing, Ring, RingSetup};
 
 /// A request taken from the ring and not yet completed.
 struct Pending {
@@ -104,11 +108,62 @@ pub(crate) struct StepOutcome {
     pub(crate) broke: bool,
 }
 
+/// What [`QueueState::step_in_order`] works with besides the ring.
+struct Work<'q, 'c> {
+    ctx: &'q ReqCtx<'c>,
+    mem: &'q mut MemCheck,
+    scratch: &'q mut Scratch,
+    segs: &'q mut Segs,
+    recent: &'q mut Recent,
+    report: &'q mut dyn FnMut(String),
+}
+
+impl Work<'_, '_> {
+    /// Takes up to `max` chains from `ring` in ring order, serving each as
+    /// it is taken and writing its used element. Returns how many it served,
+    /// and the ring fault that stopped it, if one did.
+    #[inline(always)]
+    fn serve_in_order<R: ChainRing>(self, ring: &mut R, max: usize) -> (usize, Option<String>) {
+        let mut served = 0;
+        while served < max {
+            self.segs.clear();
+            let popped = match ring.pop(self.mem, self.segs) {
+                Ok(Some(popped)) => popped,
+                Ok(None) => break,
+                Err(e) => return (served, Some(e)),
+            };
+            let segs = self.segs.as_slice();
+            let simple = match popped.fault {
+                None => serve_simple(self.ctx, self.mem, segs),
+                Some(_) => None,
+            };
+            let len = match simple {
+                Some(len) => len,
+                None => serve(
+                    self.ctx,
+                    self.mem,
+                    self.scratch,
+                    segs,
+                    popped.fault,
+                    StatusWrite::Honest,
+                    self.report,
+                ),
+            };
+            self.recent.push(popped.id);
+            ring.push_used(popped.id, popped.skip, len);
+            served += 1;
+        }
+        (served, None)
+    }
+}
+
 /// Device-side state of one enabled queue.
 pub(crate) struct QueueState {
     setup: RingSetup,
     ring: Ring,
     features: Features,
+    /// See [`simple_max_data`].
+    simple_max_data: u32,
     mem: MemCheck,
     pending: Vec<Pending>,
     spare: Vec<Vec<RawSeg>>,
@@ -120,9 +175,47 @@ pub(crate) struct QueueState {
     /// A hostile act left the used side out of step with the driver's chains:
     /// the queue takes, completes and touches nothing until it is reset.
     stopped: bool,
-    /// Ids of the last `size` completions, oldest first: with the pending
-    /// ones, every id the driver may still have in flight.
-    recent: VecDeque<u16>,
+    /// Ids of the last `size` completions: with the pending ones, every id
+    /// the driver may still have in flight.
+    recent: Recent,
+    /// Buffers of the chain being taken from the ring.
+    segs: Segs,
+}
+
+/// The ids of the last `cap` completions, in a ring: what
+/// [`QueueState::free_id`] needs, kept at a store per completion.
+struct Recent {
+    ids: Vec<u16>,
+    /// Where the next id goes once `ids` holds `cap` of them.
+    next: usize,
+    cap: usize,
+}
+
+impl Recent {
+    fn new(cap: u16) -> Recent {
+        Recent {
+            ids: Vec::with_capacity(usize::from(cap)),
+            next: 0,
+            cap: usize::from(cap),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, id: u16) {
+        if self.ids.len() < self.cap {
+            self.ids.push(id);
+        } else if let Some(old) = self.ids.get_mut(self.next) {
+            *old = id;
+            self.next += 1;
+            if self.next == self.cap {
+                self.next = 0;
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ids.iter().copied()
+    }
 }
 
 impl QueueState {
@@ -130,7 +223,7 @@ impl QueueState {
     pub(crate) fn new(
         setup: RingSetup,
         features: Features,
-        order: CompletionOrder,
+        config: &SimConfig,
     ) -> Result<QueueState, String> {
         let mut mem = MemCheck::new();
         let mut ring = setup.build(&mut mem)?;
@@ -139,24 +232,26 @@ impl QueueState {
             setup,
             ring,
             features,
+            simple_max_data: simple_max_data(config, features),
             mem,
             pending: Vec::new(),
             spare: Vec::new(),
             scratch: Scratch::default(),
-            rng: match order {
+            rng: match config.order {
                 CompletionOrder::InOrder => None,
                 CompletionOrder::Shuffled { seed } => Some(XorShift::new(seed)),
             },
             broken: false,
             acts: VecDeque::new(),
             stopped: false,
-            recent: VecDeque::with_capacity(usize::from(setup.size)),
+            recent: Recent::new(setup.size),
+            segs: Segs::default(),
         })
     }
 
-    /// Negotiated features the queue runs with.
-    pub(crate) fn features(&self) -> Features {
-        self.features
+    /// What its requests need to know about the device.
+    pub(crate) fn ctx<'a>(&self, config: &'a SimConfig, disk: &'a Disk) -> ReqCtx<'a> {
+        ReqCtx::new(config, disk, self.features, self.simple_max_data)
     }
 
     /// The queue's ring format.
@@ -197,7 +292,7 @@ impl QueueState {
         if self.broken || self.stopped {
             return StepOutcome::default();
         }
-        if self.mem.stale() {
+        if self.mem.refresh() {
             if let Err(e) = self.setup.recheck(&mut self.mem, &mut self.ring) {
                 self.fail(
                     format!("ring memory was freed while the queue is enabled: {e}"),
@@ -209,11 +304,22 @@ impl QueueState {
                 };
             }
         }
-        let broke = self.collect(report);
         let set_kicks = |ring: &mut Ring| match args.kicks {
             Kicks::Enable => ring.enable_kicks(),
             Kicks::Disable => ring.disable_kicks(),
         };
+        if self.pending.is_empty() && self.acts.is_empty() {
+            if !self.ring.has_available() {
+                // Nothing to take, hold, perform or publish: the round of a
+                // polling device that finds the ring empty.
+                set_kicks(&mut self.ring);
+                return StepOutcome::default();
+            }
+            if !args.stalled && self.rng.is_none() && args.budget.is_none() {
+                return self.step_in_order(ctx, args.kicks, report);
+            }
+        }
+        let broke = self.collect(report);
         if args.stalled {
             // Nothing counts as pending: a stalled queue gives a device thread
             // no reason to spin.
@@ -260,6 +366,55 @@ impl QueueState {
         }
     }
 
+    /// [`Self::step`] when nothing can make it hold a request back or lie
+    /// (no stall, no hostile act queued, in-order completion, no completion
+    /// budget, nothing pending): each chain is served as it is taken, with
+    /// no `Pending` entry, and its used element written at once; the batch
+    /// is published once at the end, as the general path does. What the
+    /// driver sees is the same: every available request completed in ring
+    /// order. Takes at most a ring's worth of chains, so a driver that keeps
+    /// the ring full cannot keep one step going.
+    fn step_in_order(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        kicks: Kicks,
+        report: &mut dyn FnMut(String),
+    ) -> StepOutcome {
+        let max = usize::from(self.setup.size);
+        let work = Work {
+            ctx,
+            mem: &mut self.mem,
+            scratch: &mut self.scratch,
+            segs: &mut self.segs,
+            recent: &mut self.recent,
+            report: &mut *report,
+        };
+        let (completed, fault) = match &mut self.ring {
+            Ring::Split(r) => work.serve_in_order(r, max),
+            Ring::Packed(r) => work.serve_in_order(r, max),
+        };
+        let broke = match fault {
+            Some(e) => {
+                self.fail(e, report);
+                true
+            }
+            None => false,
+        };
+        let notify = self.ring.publish();
+        if !broke {
+            match kicks {
+                Kicks::Enable => self.ring.enable_kicks(),
+                Kicks::Disable => self.ring.disable_kicks(),
+            }
+        }
+        StepOutcome {
+            completed,
+            notify,
+            pending: 0,
+            broke,
+        }
+    }
+
     /// Serves `p` (its used element is the caller's to write) and remembers its id.
     fn serve(
         &mut self,
@@ -280,10 +435,7 @@ impl QueueState {
         let mut segs = p.segs;
         segs.clear();
         self.spare.push(segs);
-        if self.recent.len() >= usize::from(self.setup.size) {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(p.id);
+        self.recent.push(p.id);
         Served {
             id: p.id,
             skip: p.skip,
@@ -414,11 +566,7 @@ impl QueueState {
     /// the last `size` completions, so the driver cannot have it in flight.
     fn free_id(&self) -> Option<u16> {
         let mut taken = vec![false; usize::from(self.setup.size)];
-        let ids = self
-            .pending
-            .iter()
-            .map(|p| p.id)
-            .chain(self.recent.iter().copied());
+        let ids = self.pending.iter().map(|p| p.id).chain(self.recent.iter());
         for id in ids {
             if let Some(t) = taken.get_mut(usize::from(id)) {
                 *t = true;
@@ -430,18 +578,19 @@ impl QueueState {
     /// Moves every available chain into `pending`; true on a ring fault.
     fn collect(&mut self, report: &mut dyn FnMut(String)) -> bool {
         loop {
-            let mut segs = self.spare.pop().unwrap_or_default();
-            match self.ring.pop(&mut self.mem, &mut segs) {
-                Ok(Some(p)) => self.pending.push(Pending {
-                    id: p.id,
-                    skip: p.skip,
-                    segs,
-                    fault: p.fault,
-                }),
-                Ok(None) => {
-                    self.spare.push(segs);
-                    return false;
+            self.segs.clear();
+            match self.ring.pop(&mut self.mem, &mut self.segs) {
+                Ok(Some(p)) => {
+                    let mut segs = self.spare.pop().unwrap_or_default();
+                    segs.extend_from_slice(self.segs.as_slice());
+                    self.pending.push(Pending {
+                        id: p.id,
+                        skip: p.skip,
+                        segs,
+                        fault: p.fault,
+                    });
                 }
+                Ok(None) => return false,
                 Err(e) => {
                     self.fail(e, report);
                     return true;

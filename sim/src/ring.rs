@@ -4,7 +4,7 @@ use virtio_blk_mq::QueueAddresses;
 
 use crate::mem::{MemCheck, PackedAreas, SplitAreas};
 use crate::packed::PackedRing;
-use crate::request::RawSeg;
+use crate::request::Segs;
 use crate::split::SplitRing;
 
 /// A chain taken from the ring.
@@ -16,6 +16,18 @@ pub(crate) struct Popped {
     pub(crate) skip: u16,
     /// Why the chain is malformed, if it is.
     pub(crate) fault: Option<String>,
+}
+
+/// What serving chains in ring order needs of a ring layout, so that loop
+/// is written once and compiled once per layout, with no `match` on the
+/// layout per chain.
+pub(crate) trait ChainRing {
+    /// Takes the next available chain, its buffers appended to `out`; `Err`
+    /// is a fault that leaves the ring unusable.
+    fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String>;
+    /// Writes the used element of the chain `id` (`skip` slots) that had
+    /// `len` bytes written; visible to the driver after `publish`.
+    fn push_used(&mut self, id: u16, skip: u16, len: u32);
 }
 
 /// The device side of a split or packed ring.
@@ -73,10 +85,11 @@ impl RingSetup {
 }
 
 impl Ring {
+    #[inline]
     pub(crate) fn pop(
         &mut self,
         mem: &mut MemCheck,
-        out: &mut Vec<RawSeg>,
+        out: &mut Segs,
     ) -> Result<Option<Popped>, String> {
         match self {
             Ring::Split(r) => r.pop(mem, out),
@@ -84,6 +97,7 @@ impl Ring {
         }
     }
 
+    #[inline]
     pub(crate) fn push_used(&mut self, id: u16, skip: u16, len: u32) {
         match self {
             Ring::Split(r) => r.push_used(id, len),

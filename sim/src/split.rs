@@ -10,8 +10,8 @@ use virtio_blk_mq::spec::{
 };
 
 use crate::mem::{MemCheck, SplitAreas};
-use crate::request::RawSeg;
-use crate::ring::Popped;
+use crate::request::{RawSeg, Segs};
+use crate::ring::{ChainRing, Popped};
 
 /// The device's view of one split ring.
 pub(crate) struct SplitRing {
@@ -25,6 +25,15 @@ pub(crate) struct SplitRing {
     next_used: u16,
     /// `next_used` when the last batch was published.
     published_used: u16,
+    /// `avail.idx` as last loaded (and checked): entries up to it are
+    /// visible without another load.
+    avail_seen: u16,
+    /// The kick suppression state last written (`used.flags`,
+    /// `avail_event`), so a polling device does not rewrite the driver's
+    /// cache line on every round; `None` until the first write.
+    kicks_written: Option<(u16, u16)>,
+    /// See [`Self::event_lag`].
+    event_lag: u16,
 }
 
 impl SplitRing {
@@ -37,6 +46,9 @@ impl SplitRing {
             next_avail: 0,
             next_used: 0,
             published_used: 0,
+            avail_seen: 0,
+            kicks_written: None,
+            event_lag: SplitRing::event_lag(size),
         }
     }
 
@@ -53,26 +65,14 @@ impl SplitRing {
 
     /// Takes the next available chain (§2.7.13 from the device's side), its
     /// buffers appended to `out`. `Err` is a fault that leaves the ring unusable.
+    #[inline(always)]
     pub(crate) fn pop(
         &mut self,
         mem: &mut MemCheck,
-        out: &mut Vec<RawSeg>,
+        out: &mut Segs,
     ) -> Result<Option<Popped>, String> {
-        // Acquire pairs with the driver's Release store of avail.idx: the ring
-        // entries and descriptors it published are visible below.
-        let avail_idx = u16::from_le(self.areas.avail_idx().load(Ordering::Acquire));
-        if avail_idx == self.next_avail {
+        if self.avail_seen == self.next_avail && !self.load_avail_idx()? {
             return Ok(None);
-        }
-        let in_flight = self.next_avail.wrapping_sub(self.next_used);
-        if avail_idx.wrapping_sub(self.next_avail) > self.size - in_flight.min(self.size) {
-            return Err(format!(
-                "avail.idx {avail_idx} is {} entries past the device's {} with {in_flight} in flight; \
-                 at most {} buffers can be outstanding",
-                avail_idx.wrapping_sub(self.next_avail),
-                self.next_avail,
-                self.size
-            ));
         }
         let head = u16::from_le(
             self.areas
@@ -94,8 +94,33 @@ impl SplitRing {
         }))
     }
 
+    /// Loads `avail.idx` into `avail_seen` after checking it; true when it
+    /// shows entries the device has not taken.
+    fn load_avail_idx(&mut self) -> Result<bool, String> {
+        // Acquire pairs with the driver's Release store of avail.idx: the ring
+        // entries and descriptors it published are visible to every read of
+        // them after this load, until the next one.
+        let avail_idx = u16::from_le(self.areas.avail_idx().load(Ordering::Acquire));
+        if avail_idx == self.next_avail {
+            return Ok(false);
+        }
+        let in_flight = self.next_avail.wrapping_sub(self.next_used);
+        if avail_idx.wrapping_sub(self.next_avail) > self.size - in_flight.min(self.size) {
+            return Err(format!(
+                "avail.idx {avail_idx} is {} entries past the device's {} with {in_flight} in flight; \
+                 at most {} buffers can be outstanding",
+                avail_idx.wrapping_sub(self.next_avail),
+                self.next_avail,
+                self.size
+            ));
+        }
+        self.avail_seen = avail_idx;
+        Ok(true)
+    }
+
     /// Follows the chain from `head` (§2.7.5), including one indirect table (§2.7.5.3).
-    fn walk(&self, mem: &mut MemCheck, head: u16, out: &mut Vec<RawSeg>) -> Result<(), String> {
+    #[inline(always)]
+    fn walk(&self, mem: &mut MemCheck, head: u16, out: &mut Segs) -> Result<(), String> {
         let mut i = head;
         for _ in 0..self.size {
             let d = self.areas.desc(i);
@@ -139,12 +164,14 @@ impl SplitRing {
     }
 
     /// Writes one used element (§2.7.8); visible to the driver after [`Self::publish`].
+    #[inline]
     pub(crate) fn push_used(&mut self, id: u16, len: u32) {
         self.push_used_raw(u32::from(id), len);
     }
 
     /// Writes one used element with any 32-bit id, also one that names no
     /// chain (hostile acts); visible to the driver after [`Self::publish`].
+    #[inline]
     pub(crate) fn push_used_raw(&mut self, id: u32, len: u32) {
         let elem = self.areas.used_elem(self.next_used);
         // Relaxed: ordered before the Release store of used.idx in `publish`.
@@ -187,38 +214,73 @@ impl SplitRing {
     /// Asks for a kick when the driver makes the next buffer available (§2.7.10).
     /// The caller fences before re-checking the ring.
     pub(crate) fn enable_kicks(&mut self) {
-        self.areas.used_flags().store(0, Ordering::Relaxed);
-        if self.event_idx {
-            self.areas
-                .avail_event()
-                .store(self.next_avail.to_le(), Ordering::Relaxed);
-        }
+        self.write_kicks(0, self.next_avail);
     }
 
     /// Tells the driver not to kick (§2.7.10): `NO_NOTIFY`, or with EVENT_IDX
-    /// (where `flags` must stay 0) an `avail_event` just behind what the device
-    /// has consumed, which the driver's window cannot reach while the device keeps polling.
+    /// (where `flags` must stay 0) an `avail_event` behind what the device
+    /// has consumed, which the driver's window cannot reach while the device
+    /// keeps polling. The event is moved only once it has fallen
+    /// `event_lag` behind, so a polling device rewrites it rarely.
+    #[inline]
     pub(crate) fn disable_kicks(&mut self) {
         if self.event_idx {
-            self.areas.used_flags().store(0, Ordering::Relaxed);
+            let behind = self.next_avail.wrapping_sub(1);
+            match self.kicks_written {
+                Some((0, event)) if behind.wrapping_sub(event) <= self.event_lag => {}
+                _ => self.write_kicks(0, behind),
+            }
+        } else {
+            self.write_kicks(VIRTQ_USED_F_NO_NOTIFY, 0);
+        }
+    }
+
+    /// How far a disabling `avail_event` may fall behind `next_avail - 1`
+    /// and still never fall inside a window `[old, new)` the driver checks
+    /// (§2.7.10): such a window ends at most `size` past `next_avail`, and
+    /// the event falls at most `lag + size` behind before the end of the
+    /// step that moves it, so `lag + 2 * size` must stay below 65535.
+    fn event_lag(size: u16) -> u16 {
+        let room = 65534u32.saturating_sub(2 * u32::from(size));
+        room.min(0x4000) as u16
+    }
+
+    /// Writes `used.flags` and (with EVENT_IDX) `avail_event`, unless they
+    /// already hold these values: the driver reads that line on every
+    /// commit, and a store of the same value would still take it from the
+    /// driver's cache.
+    fn write_kicks(&mut self, flags: u16, avail_event: u16) {
+        let event = if self.event_idx { avail_event } else { 0 };
+        if self.kicks_written == Some((flags, event)) {
+            return;
+        }
+        self.kicks_written = Some((flags, event));
+        // Relaxed: the caller orders them (a fence before re-checking the ring).
+        self.areas
+            .used_flags()
+            .store(flags.to_le(), Ordering::Relaxed);
+        if self.event_idx {
             self.areas
                 .avail_event()
-                .store(self.next_avail.wrapping_sub(1).to_le(), Ordering::Relaxed);
-        } else {
-            self.areas
-                .used_flags()
-                .store(VIRTQ_USED_F_NO_NOTIFY.to_le(), Ordering::Relaxed);
+                .store(event.to_le(), Ordering::Relaxed);
         }
     }
 }
 
+impl ChainRing for SplitRing {
+    #[inline(always)]
+    fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String> {
+        SplitRing::pop(self, mem, out)
+    }
+
+    #[inline]
+    fn push_used(&mut self, id: u16, _skip: u16, len: u32) {
+        SplitRing::push_used(self, id, len)
+    }
+}
+
 /// Reads a split-format indirect table of `len` bytes at `addr` (§2.7.5.3).
-fn walk_indirect(
-    mem: &mut MemCheck,
-    addr: u64,
-    len: u32,
-    out: &mut Vec<RawSeg>,
-) -> Result<(), String> {
+fn walk_indirect(mem: &mut MemCheck, addr: u64, len: u32, out: &mut Segs) -> Result<(), String> {
     if len == 0 || len & 15 != 0 {
         return Err(format!(
             "indirect table length {len} is not a non-zero multiple of 16"
@@ -230,8 +292,8 @@ fn walk_indirect(
     let n = (len / 16) as u16;
     let mut i = 0u16;
     for _ in 0..n {
-        let mut b = [0u8; 16];
-        table.read(usize::from(i) * 16, &mut b);
+        // `i < n`, so the 16 bytes lie inside the table's `16 * n`.
+        let b: [u8; 16] = table.read_array(usize::from(i) * 16);
         let flags = SplitDescFlags::from_bits_retain(u16::from_le_bytes([b[12], b[13]]));
         if flags.contains(SplitDescFlags::INDIRECT) {
             return Err("INDIRECT descriptor inside an indirect table (§2.7.5.3.1)".into());

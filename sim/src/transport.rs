@@ -246,7 +246,7 @@ impl Transport for SimTransport {
             event_idx: features.contains(Features::EVENT_IDX),
             indirect: features.contains(Features::INDIRECT_DESC),
         };
-        match QueueState::new(setup, features, self.shared.config.order) {
+        match QueueState::new(setup, features, &self.shared.config) {
             Ok(q) => {
                 *state = Some(q);
                 slot.was_reset.store(false, Ordering::SeqCst);

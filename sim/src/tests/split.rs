@@ -183,6 +183,44 @@ fn split_indices_wrap_past_u16_with_event_idx() {
 }
 
 #[test]
+fn split_polling_device_with_event_idx_is_never_kicked_across_u16_wrap() {
+    // A polling device keeps avail_event behind what it consumed and moves
+    // it only now and then: no batch of any size may cross it, whichever
+    // side of the u16 wrap the indices are on.
+    let f = base() | Features::EVENT_IDX;
+    // A FLUSH takes two descriptors: a batch of size / 2 fills the ring.
+    for (size, batch) in [(8u16, 4usize), (8, 3), (256, 128), (1024, 512), (1024, 7)] {
+        let config = SimConfig {
+            max_queue_size: size,
+            ..SimConfig::default()
+        };
+        let (dev, mut t) = negotiate(config, f);
+        let mut q = MockSplit::new(&mut t, 0, size, f);
+        driver_ok(&mut t);
+        // The device's first round turns kicks off.
+        assert_eq!(dev.poll_step(0), 0);
+        let reqs: Vec<Req> = (0..batch)
+            .map(|_| Req::new(req_type::FLUSH, 0, 0))
+            .collect();
+        let mut done = 0usize;
+        while done < 140_000 {
+            for r in &reqs {
+                q.add(&r.segs());
+            }
+            assert!(
+                !q.publish(),
+                "size {size}, batch {batch}: kicked after {done}"
+            );
+            assert_eq!(dev.poll_step(0), batch);
+            assert_eq!(q.used().len(), batch);
+            done += batch;
+        }
+        assert_eq!(dev.stats(0).kicks, 0);
+        assert!(dev.violations().is_empty());
+    }
+}
+
+#[test]
 fn split_shuffled_completes_out_of_order_and_drain_finishes() {
     let config = SimConfig {
         order: CompletionOrder::Shuffled { seed: 7 },

@@ -290,6 +290,7 @@ pub fn summarize(
         .into(),
         queues: options.queues,
         iodepth: options.iodepth,
+        iodepth_asked: None,
         mode: mode_name(options.mode).into(),
         disk: options.disk.clone(),
     };

@@ -121,6 +121,10 @@ pub struct Summary {
     pub queues: u16,
     /// Requests in flight per queue.
     pub iodepth: u16,
+    /// The depth the job asked for, when it was more than a ring holds:
+    /// `iodepth` is then the depth that ran (like fio, the runner takes any
+    /// depth, and the queue bounds the real one).
+    pub iodepth_asked: Option<u16>,
     /// `poll`, `irq` or `hybrid`.
     pub mode: String,
     /// What backs the disk (`null`, `ram`, `file`, ...).
@@ -249,6 +253,11 @@ impl Summary {
     /// Polls that found nothing, per request.
     pub fn empty_polls_per_io(&self) -> f64 {
         self.stats.empty_polls as f64 / self.completed()
+    }
+
+    /// The depth as the job gave it: what fio's job options echo.
+    pub fn job_iodepth(&self) -> u16 {
+        self.iodepth_asked.unwrap_or(self.iodepth)
     }
 
     /// Whether the run failed: any error or wrong data.

@@ -290,7 +290,6 @@ pub fn summarize(
         .into(),
         queues: options.queues,
         iodepth: options.iodepth,
-        iodepth_asked: None,
         mode: mode_name(options.mode).into(),
         disk: options.disk.clone(),
     };

@@ -217,6 +217,7 @@ impl Summary {
             ring: labels.ring,
             queues: labels.queues,
             iodepth: labels.iodepth,
+            iodepth_asked: None,
             mode: labels.mode,
             disk: labels.disk,
             runtime_ms: longest.div_ceil(1_000_000),

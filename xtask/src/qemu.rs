@@ -437,6 +437,9 @@ pub struct Machine {
     pub kvm: bool,
     size: u64,
     image: DiskImage,
+    /// Appended to every QEMU line (e.g. a `-cpu` that overrides the
+    /// default).
+    pub extra_args: Vec<String>,
 }
 
 impl Machine {
@@ -474,6 +477,7 @@ impl Machine {
             kvm: false,
             size,
             image: disk_image(args, size)?,
+            extra_args: Vec::new(),
         })
     }
 
@@ -489,7 +493,9 @@ impl Machine {
 
     /// QEMU's arguments for this machine booting `boot`.
     pub fn qemu_args(&self, boot: &Boot<'_>) -> Vec<String> {
-        qemu_args(&self.args, boot, &self.image, self.size, self.smp, self.kvm)
+        let mut args = qemu_args(&self.args, boot, &self.image, self.size, self.smp, self.kvm);
+        args.extend(self.extra_args.iter().cloned());
+        args
     }
 
     /// One line for the log: accelerator, vCPUs, transport.

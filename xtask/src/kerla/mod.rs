@@ -20,6 +20,7 @@
 //!
 //! Prints one line per boot and a PASS/FAIL verdict; exits 0 only on PASS.
 
+mod bench;
 mod boot;
 mod build;
 mod disk_check;
@@ -61,6 +62,13 @@ pub struct KerlaArgs {
     /// Copy Kerla's console to stdout as it runs.
     #[arg(long)]
     pub console: bool,
+    /// Instead of the boots: the in-kernel job in Kerla beside the
+    /// bare-metal guest on the same QEMU line (see the --bench-* flags).
+    #[arg(long)]
+    pub bench: bool,
+    /// The comparison's settings.
+    #[command(flatten)]
+    pub bench_args: bench::BenchArgs,
 }
 
 /// The raw disk each boot gets (zeroed): 64 MiB.
@@ -91,7 +99,7 @@ fn init_script(repo: &std::path::Path) -> Result<String, String> {
 }
 
 /// The figures of a job's JSON report, if it ran cleanly.
-fn job_figures(json: &str) -> Result<Figures, String> {
+pub(super) fn job_figures(json: &str) -> Result<Figures, String> {
     let json: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("its JSON report does not parse: {e}"))?;
     let figures = Figures::from_json(&json).ok_or("its JSON report lacks the figures")?;
@@ -249,6 +257,9 @@ pub fn run(args: &KerlaArgs) -> Result<Outcome, String> {
     let script = init_script(&repo)?;
     let user_cases = disk_check::user_cases(&script)?;
     let kernel = build::build(&tree_dir, &work, &tools, &userland, args.profile, &script)?;
+    if args.bench {
+        return bench::run(&args.bench_args, &kernel.elf);
+    }
     let timeout = Duration::from_secs(args.timeout);
     let mut results = Vec::new();
     for case in &cases {

@@ -3,6 +3,7 @@
 
 mod config;
 mod queue;
+mod queue_set;
 mod recovery;
 mod slab;
 mod submit;
@@ -13,6 +14,7 @@ use alloc::vec::Vec;
 
 pub use config::{Config, DeviceInfo, Mode, RangeLimits, Rekick, MAX_DATA_SEGMENTS};
 pub use queue::{BlkQueue, Completion, Op, QueueStats, RawSegment, Rejected};
+pub use queue_set::QueueSet;
 pub use recovery::{Overdue, Recovered};
 
 use crate::error::Error;
@@ -192,9 +194,9 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         &self.info
     }
 
-    /// Takes the request queues, one per owner (see [`crate::mq::QueueSet`]).
-    pub fn take_queues(&mut self) -> crate::mq::QueueSet<H, T::Notifier> {
-        crate::mq::QueueSet::new(core::mem::take(&mut self.queues))
+    /// Takes the request queues, one per owner (see [`QueueSet`]).
+    pub fn take_queues(&mut self) -> QueueSet<H, T::Notifier> {
+        QueueSet::new(core::mem::take(&mut self.queues))
     }
 
     /// The device status as it reads now (e.g. to spot DEVICE_NEEDS_RESET).
@@ -239,7 +241,7 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         &mut self,
         queues: impl IntoIterator<Item = BlkQueue<H, T::Notifier>>,
         mut on_recovered: impl FnMut(Recovered<H>),
-    ) -> Result<crate::mq::QueueSet<H, T::Notifier>, Error> {
+    ) -> Result<QueueSet<H, T::Notifier>, Error> {
         self.teardown.fail(crate::ring::DeviceFault::DeviceReset);
         self.transport.reset();
         // From here the device reaches none of the old queues' memory.
@@ -255,7 +257,7 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         match Self::initialise(&self.hal, &mut self.transport, &self.config, &self.teardown) {
             Ok((info, queues)) => {
                 self.info = info;
-                Ok(crate::mq::QueueSet::new(queues))
+                Ok(QueueSet::new(queues))
             }
             Err(error) => {
                 Self::give_up(&mut self.transport, &self.teardown);

@@ -2,8 +2,6 @@
 
 use core::fmt;
 
-use crate::transport::TransportError;
-
 /// Everything that can go wrong in setup, submission or completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
@@ -94,8 +92,29 @@ impl fmt::Display for Error {
     }
 }
 
-impl From<TransportError> for Error {
-    fn from(e: TransportError) -> Self {
-        Error::Transport(e)
+/// Why the transport refused an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportError {
+    /// The queue index is beyond what the device offers.
+    NoSuchQueue(u16),
+    /// The queue size is zero, too large, or not a power of two where one is needed.
+    BadQueueSize(u16),
+    /// The queue is already enabled.
+    QueueInUse(u16),
+    /// The device stopped answering (e.g. the backend went away).
+    DeviceGone,
+    /// The transport cannot do this (e.g. per-queue reset without RING_RESET).
+    Unsupported,
+}
+
+impl core::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TransportError::NoSuchQueue(q) => write!(f, "the device has no queue {q}"),
+            TransportError::BadQueueSize(s) => write!(f, "queue size {s} is not accepted"),
+            TransportError::QueueInUse(q) => write!(f, "queue {q} is already enabled"),
+            TransportError::DeviceGone => write!(f, "the device stopped responding"),
+            TransportError::Unsupported => write!(f, "the transport does not support this"),
+        }
     }
 }

@@ -34,12 +34,11 @@ pub mod sync;
 pub mod transport;
 
 pub use blk::{
-    BlkDevice, BlkQueue, Completion, Config, DeviceInfo, Mode, NotRecovered, Op, Overdue,
+    BlkDevice, BlkQueue, Completion, Config, DeviceInfo, Mode, NotRecovered, Op, Overdue, QueueSet,
     QueueStats, RangeLimits, RawSegment, Recovered, Rejected, Rekick, MAX_DATA_SEGMENTS,
 };
-pub use error::Error;
+pub use error::{Error, TransportError};
 pub use hal::{DmaBuffer, Hal, PhysAddr, PAGE_SIZE};
-pub use mq::QueueSet;
-pub use ring::{DeviceFault, RingKind};
+pub use ring::{DeviceFault, QueueAddresses, RingKind};
 pub use spec::{DeviceStatus, Features};
-pub use transport::{QueueAddresses, QueueNotifier, Transport, TransportError};
+pub use transport::{QueueNotifier, Transport};

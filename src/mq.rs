@@ -1,6 +1,9 @@
-//! The queue set and the polling engine: one queue per CPU, each owned by one
+//! The polling engine above the device: one queue per CPU, each owned by one
 //! thread, busy-polled by default; an explicit shared path behind a lock when
 //! there are fewer queues than CPUs; the hybrid poll-then-sleep fallback.
+//!
+//! The device ([`crate::blk`]) hands out its queues; this module groups them
+//! for CPUs and never the other way round.
 
 use alloc::vec::Vec;
 
@@ -9,45 +12,21 @@ use crate::hal::Hal;
 use crate::sync::{SpinLock, SpinLockGuard};
 use crate::transport::QueueNotifier;
 
-/// The request queues of one device, before they are handed out.
-pub struct QueueSet<H: Hal, N: QueueNotifier> {
-    queues: Vec<BlkQueue<H, N>>,
-}
+// Also named here, where they were first defined: the device defines the
+// set of queues it hands out, the transport how a notification is awaited.
+pub use crate::blk::QueueSet;
+pub use crate::transport::IrqWait;
 
+/// Groups a device's queues for CPUs that share them: more CPUs than queues.
 impl<H: Hal, N: QueueNotifier> QueueSet<H, N> {
-    pub(crate) fn new(queues: Vec<BlkQueue<H, N>>) -> Self {
-        QueueSet { queues }
-    }
-
-    /// How many queues there are.
-    pub fn len(&self) -> usize {
-        self.queues.len()
-    }
-
-    /// True when the set holds no queue (they were taken already).
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
-    }
-
-    /// Hands out all queues, in queue-index order: queue `i` for CPU `i`.
-    pub fn into_queues(self) -> Vec<BlkQueue<H, N>> {
-        self.queues
-    }
-
     /// For fewer queues than CPUs: wraps every queue in a lock so CPU `c`
     /// can use queue `c % len` ([`queue_for_cpu`]). This is the explicit
     /// slower path; with a queue per CPU, use [`QueueSet::into_queues`].
     pub fn into_shared(self) -> Vec<SharedQueue<H, N>> {
-        self.queues.into_iter().map(SharedQueue::new).collect()
-    }
-}
-
-impl<H: Hal, N: QueueNotifier> IntoIterator for QueueSet<H, N> {
-    type Item = BlkQueue<H, N>;
-    type IntoIter = alloc::vec::IntoIter<BlkQueue<H, N>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.queues.into_iter()
+        self.into_queues()
+            .into_iter()
+            .map(SharedQueue::new)
+            .collect()
     }
 }
 
@@ -79,18 +58,6 @@ impl<H: Hal, N: QueueNotifier> SharedQueue<H, N> {
     pub fn into_inner(self) -> BlkQueue<H, N> {
         self.queue.into_inner()
     }
-}
-
-/// How a queue's owner sleeps until its used-buffer notification arrives.
-///
-/// # Contract for implementors
-/// `wait` returns once a notification arrived after the previous `wait`
-/// returned (a notification that came before `wait` was called must make it
-/// return at once, or the wake-up is lost). Returning early is allowed: the
-/// caller re-checks the ring.
-pub trait IrqWait {
-    /// Blocks until the queue's notification arrives (or returns spuriously).
-    fn wait(&self);
 }
 
 /// Waits until `queue` has a completion to poll, the way its [`Mode`] says:

@@ -13,13 +13,13 @@ use alloc::vec::Vec;
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
 use crate::ring::{
-    direct_slots, DeviceFault, IndirectTables, IndirectUse, Segment, Used, UsedNotifications,
+    direct_slots, DeviceFault, IndirectTables, IndirectUse, QueueAddresses, Segment, Used,
+    UsedNotifications,
 };
 use crate::shared::SharedArray;
 use crate::spec::{
     packed_event, EventSuppress, PackedDesc, PackedDescFlags, PackedLayout, MAX_PACKED_QUEUE_SIZE,
 };
-use crate::transport::QueueAddresses;
 
 /// Sentinel ending the free-id list.
 const NO_ID: u16 = u16::MAX;

@@ -5,7 +5,18 @@
 use crate::hal::{Hal, PhysAddr};
 use crate::packed_ring::PackedRing;
 use crate::split_ring::SplitRing;
-use crate::transport::QueueAddresses;
+
+/// Device addresses of one virtqueue's three areas (VIRTIO 1.2 §2.6): what a
+/// ring hands its transport to program into the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueAddresses {
+    /// Split: descriptor table. Packed: descriptor ring.
+    pub desc: PhysAddr,
+    /// Split: available ring. Packed: driver event suppression structure.
+    pub driver: PhysAddr,
+    /// Split: used ring. Packed: device event suppression structure.
+    pub device: PhysAddr,
+}
 
 /// One buffer of a descriptor chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,14 +13,14 @@ use alloc::vec::Vec;
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
 use crate::ring::{
-    direct_slots, DeviceFault, IndirectTables, IndirectUse, Segment, Used, UsedNotifications,
+    direct_slots, DeviceFault, IndirectTables, IndirectUse, QueueAddresses, Segment, Used,
+    UsedNotifications,
 };
 use crate::shared::SharedArray;
 use crate::spec::{
     need_event, SplitDesc, SplitDescFlags, SplitLayout, UsedElem, MAX_SPLIT_QUEUE_SIZE,
     VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
 };
-use crate::transport::QueueAddresses;
 
 /// How far `used_event` may fall behind in poll mode before it is moved: far
 /// enough that it is rarely written, near enough that the device's used index

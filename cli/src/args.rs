@@ -12,9 +12,14 @@ use vblk_report::verify::Initial;
 
 use crate::job::{seconds_to_ns, JobSpec};
 
-/// Largest per-queue depth: the ring holds at most 1024 entries, half of
-/// them for requests in their indirect tables at worst.
-pub const MAX_IODEPTH: u16 = 512;
+/// Most entries a ring gets: vhost-user backends take no more (nor does
+/// the sim). A deeper `--iodepth` runs at what such a ring holds
+/// ([`Args::ring_depth`]).
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+
+/// Deepest queue `--peer` compares at: the peer sizes its rings for direct
+/// chains only, three entries a request.
+pub const MAX_PEER_IODEPTH: u16 = 512;
 
 /// fio-style block I/O benchmark for the virtio-blk-mq driver.
 #[derive(Clone, Debug, Parser)]
@@ -45,7 +50,7 @@ pub struct Args {
     pub peer: Option<Peer>,
 
     /// With `--peer`: queue depths to compare (comma-separated); default `--iodepth`.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_IODEPTH)))]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_PEER_IODEPTH)))]
     pub compare_iodepths: Vec<u16>,
 
     /// With `--peer`: queue counts to compare (comma-separated); default `--queues`.
@@ -64,10 +69,16 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub queues: u16,
 
-    /// Requests kept in flight per queue.
-    #[arg(long, default_value_t = 32,
-          value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_IODEPTH)))]
+    /// Requests kept in flight per queue. A depth beyond what a ring holds
+    /// (1024 requests, 341 with --no-indirect) is accepted, as fio accepts
+    /// it: the job runs at what the ring holds, and the report says so.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub iodepth: u16,
+
+    /// The `--iodepth` given, when [`Args::cap_iodepth`] lowered `iodepth`
+    /// to what a ring holds.
+    #[arg(skip)]
+    pub iodepth_asked: Option<u16>,
 
     /// Block size per request: a power of two from 512 to 1m (512, 4k, 64k, 1m).
     #[arg(long, default_value = "4k", value_parser = parse_block_size)]
@@ -322,13 +333,35 @@ impl Args {
     /// Parses the command line; on a bad flag or combination prints clap's
     /// message and exits with status 2.
     pub fn parse_checked() -> Args {
-        let args = Args::parse();
+        let mut args = Args::parse();
         if let Err(message) = args.check() {
             Args::command()
                 .error(ErrorKind::ArgumentConflict, message)
                 .exit();
         }
+        args.cap_iodepth();
         args
+    }
+
+    /// Requests one ring of [`MAX_QUEUE_SIZE`] entries holds in flight: one
+    /// entry each at worst (the request in its indirect table), or three
+    /// with `--no-indirect` (header, data, status).
+    pub fn ring_depth(&self) -> u16 {
+        if self.no_indirect {
+            MAX_QUEUE_SIZE / 3
+        } else {
+            MAX_QUEUE_SIZE
+        }
+    }
+
+    /// Lowers `iodepth` to [`Args::ring_depth`] when it asks for more,
+    /// keeping the depth given in `iodepth_asked` for the report.
+    pub fn cap_iodepth(&mut self) {
+        let depth = self.ring_depth();
+        if self.iodepth > depth {
+            self.iodepth_asked = Some(self.iodepth);
+            self.iodepth = depth;
+        }
     }
 
     /// Checks that the flags make sense together.
@@ -422,6 +455,11 @@ impl Args {
             if self.mode != Mode::Poll {
                 return Err("--peer compares busy-polling drivers: use --mode poll".into());
             }
+            if self.iodepth > MAX_PEER_IODEPTH {
+                return Err(format!(
+                    "--peer compares at depths up to {MAX_PEER_IODEPTH}: lower --iodepth"
+                ));
+            }
         } else if !self.compare_iodepths.is_empty() || !self.compare_queues.is_empty() {
             return Err("--compare-iodepths / --compare-queues need --peer".into());
         }
@@ -459,11 +497,14 @@ impl Args {
     }
 
     /// Entries per ring: the next power of two ≥ 3 × iodepth, capped at
-    /// 1024, so every request in flight fits as a direct chain (header, data,
-    /// status); with indirect tables the driver falls back to a table when a
-    /// capped ring runs short (see `Config::max_requests`, set to iodepth).
+    /// [`MAX_QUEUE_SIZE`], so every request in flight fits as a direct chain
+    /// (header, data, status); with indirect tables the driver falls back to
+    /// a table when a capped ring runs short (see `Config::max_requests`,
+    /// set to iodepth).
     pub fn queue_size(&self) -> u16 {
-        (3 * u32::from(self.iodepth)).next_power_of_two().min(1024) as u16
+        (3 * u32::from(self.iodepth))
+            .next_power_of_two()
+            .min(u32::from(MAX_QUEUE_SIZE)) as u16
     }
 
     /// The driver's configuration for this job, whatever the target.
@@ -679,6 +720,39 @@ mod tests {
         assert_eq!(args("512").queue_size(), 1024);
         let direct = Args::parse_from(["vblk-bench", "--iodepth", "32", "--no-indirect"]);
         assert_eq!(direct.queue_size(), 128);
+    }
+
+    #[test]
+    fn an_iodepth_beyond_the_ring_is_taken_and_capped_to_what_it_holds() {
+        let capped = |flags: &[&str]| {
+            let mut args = Args::parse_from([&["vblk-bench"][..], flags].concat());
+            assert_eq!(args.check(), Ok(()), "{flags:?}");
+            args.cap_iodepth();
+            (args.iodepth, args.iodepth_asked, args.queue_size())
+        };
+        // One ring entry a request at worst (its indirect table).
+        assert_eq!(capped(&["--iodepth", "4096"]), (1024, Some(4096), 1024));
+        assert_eq!(capped(&["--iodepth", "65535"]), (1024, Some(65535), 1024));
+        assert_eq!(capped(&["--iodepth", "1024"]), (1024, None, 1024));
+        assert_eq!(capped(&["--iodepth", "600"]), (600, None, 1024));
+        // Three entries a request: header, data, status.
+        let direct = |depth| capped(&["--no-indirect", "--iodepth", depth]);
+        assert_eq!(direct("512"), (341, Some(512), 1024));
+        assert_eq!(direct("341"), (341, None, 1024));
+        assert_eq!(capped(&["--iodepth", "32"]), (32, None, 128));
+        // The peer's rings stay within reach of the export.
+        let mut peer = Args::parse_from([
+            "vblk-bench",
+            "--target",
+            "vhost-user:/s",
+            "--peer",
+            "libblkio",
+            "--iodepth",
+            "513",
+        ]);
+        assert!(peer.check().is_err());
+        peer.iodepth = 512;
+        assert_eq!(peer.check(), Ok(()));
     }
 
     #[test]

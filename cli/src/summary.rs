@@ -58,6 +58,7 @@ pub fn summarize(args: &Args, run: &RunResult) -> Summary {
         ring: value_name(&args.ring),
         queues: args.queues,
         iodepth: args.iodepth,
+        iodepth_asked: args.iodepth_asked,
         mode: value_name(&args.mode),
         disk: match &args.target {
             Target::VhostUser(_) => "export".into(),

@@ -160,6 +160,27 @@ fn a_device_that_stops_answering_fails_the_run_by_request_timeout() {
 }
 
 #[test]
+fn an_iodepth_beyond_the_ring_runs_capped_and_the_report_says_so() {
+    let (output, report) = json_run(&["--iodepth", "4096", "--queues", "1"]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert_eq!(report["jobs"][0]["job options"]["iodepth"], "4096");
+    assert_eq!(u64_at(&report, "/vblk/iodepth"), 1024);
+    assert_eq!(u64_at(&report, "/vblk/iodepth_asked"), 4096);
+    assert!(u64_at(&report, "/vblk/completed") > 0);
+
+    let output = vblk_bench(&["--runtime", "0.2", "--no-indirect", "--iodepth", "600"]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.starts_with(
+            "note: iodepth=600 is more than a ring holds; 341 requests in flight per queue\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(", iodepth=341, "), "{text}");
+}
+
+#[test]
 fn normal_report_reads_like_fio() {
     let output = vblk_bench(&["--runtime", "0.2", "--name", "job1"]);
     assert!(output.status.success(), "stderr: {}", stderr(&output));

@@ -7,9 +7,9 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use vblk_report::summary::add_stats;
+use vblk_report::summary::JobLabels;
 use vblk_report::verify::Initial;
-use vblk_report::{DirStats, DirSummary, Summary};
+use vblk_report::Summary;
 use virtio_blk_mq::sync::SpinLock;
 use virtio_blk_mq::transport::pci::{self, MsixMessage, PciTransport};
 use virtio_blk_mq::transport::MmioTransport;
@@ -274,24 +274,12 @@ pub fn summarize(
     notifications: u64,
     timeouts: u64,
 ) -> Summary {
-    let (mut read, mut write) = (DirStats::new(), DirStats::new());
-    let mut stats = QueueStats::default();
-    let (mut errors, mut verify_errors) = (0, 0);
-    let (mut longest, mut shortest) = (0u64, u64::MAX);
-    for (queue_stats, result) in finished {
+    for (_, result) in finished {
         if let Some(problem) = &result.first_problem {
             println!("vblk-guest: {problem}");
         }
-        read.merge(&result.read);
-        write.merge(&result.write);
-        add_stats(&mut stats, queue_stats);
-        errors += result.errors;
-        verify_errors += result.verify_errors;
-        longest = longest.max(result.elapsed_ns);
-        shortest = shortest.min(result.elapsed_ns);
     }
-    let seconds = (longest as f64 / 1e9).max(1e-9);
-    Summary {
+    let labels = JobLabels {
         name: options.name.clone(),
         rw: options.rw.name().into(),
         block_size: options.bs,
@@ -304,18 +292,6 @@ pub fn summarize(
         iodepth: options.iodepth,
         mode: mode_name(options.mode).into(),
         disk: options.disk.clone(),
-        runtime_ms: longest.div_ceil(1_000_000),
-        min_runtime_ms: shortest.min(longest).div_ceil(1_000_000),
-        read: DirSummary::new(&read, seconds),
-        write: DirSummary::new(&write, seconds),
-        stats,
-        used_notifications: notifications,
-        irq_timeouts: timeouts,
-        errors,
-        verify_errors,
-        bad_requests: finished
-            .iter()
-            .flat_map(|(_, result)| result.bad_requests.iter().cloned())
-            .collect(),
-    }
+    };
+    Summary::of_queues(labels, finished, notifications, timeouts)
 }

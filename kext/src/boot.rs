@@ -3,8 +3,13 @@
 //! Kerla's kext API gives kexts no command line, so the kernel hands it
 //! over: [`crate::boot`].
 
+use alloc::format;
 use alloc::string::String;
 
+use vblk_report::units::parse_bytes;
+use vblk_report::workload::Rw;
+
+use crate::job::{self, JobOptions};
 use crate::selftest;
 
 /// The `vblk.` options of a command line.
@@ -12,6 +17,11 @@ use crate::selftest;
 pub struct BootOptions {
     /// `vblk.selftest=GENERATION`: run the boot self-test with that stamp.
     pub self_test: Option<u32>,
+    /// `vblk.job=RW` (randread, randwrite, randrw, read, write): run the
+    /// fio-style job on the first disk, this CPU's queue; `vblk.bs=`,
+    /// `vblk.iodepth=`, `vblk.runtime=` (seconds), `vblk.size=`,
+    /// `vblk.rwmixread=`, `vblk.verify=1` shape it.
+    pub job: Option<JobOptions>,
 }
 
 impl BootOptions {
@@ -20,6 +30,9 @@ impl BootOptions {
     /// naming it.
     pub fn parse(cmdline: &str) -> Result<BootOptions, String> {
         let mut options = BootOptions::default();
+        // The job's shape may come before or after vblk.job=.
+        let mut shape = JobOptions::new(Rw::Randread);
+        let mut rw = None;
         for word in cmdline.split_ascii_whitespace() {
             let Some(option) = word.strip_prefix("vblk.") else {
                 continue;
@@ -40,15 +53,46 @@ impl BootOptions {
                             })?;
                     options.self_test = Some(generation);
                 }
+                "job" => {
+                    rw = Some(Rw::from_name(value).ok_or_else(|| {
+                        format!("vblk.job={value}: want randread, randwrite, randrw, read or write")
+                    })?)
+                }
+                "bs" => shape.block_size = bytes(key, value)?,
+                "size" => shape.region_bytes = bytes(key, value)?,
+                "iodepth" => shape.iodepth = number(key, value)?,
+                "rwmixread" => shape.rwmixread = number::<u8>(key, value)?.min(100),
+                "verify" => shape.verify = number::<u8>(key, value)? != 0,
+                "runtime" => {
+                    let seconds: f64 = value
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                        .ok_or_else(|| format!("vblk.runtime={value}: want seconds"))?;
+                    shape.runtime_ms = (seconds * 1000.0) as u64;
+                }
                 _ => return Err(alloc::format!("unknown option vblk.{key}")),
             }
         }
+        options.job = rw.map(|rw| JobOptions { rw, ..shape });
         Ok(options)
     }
 }
 
-/// Runs what `options` asks on every disk; prints one line per result
-/// (`vblk-selftest: PASS ...` / `FAIL ...`). Returns whether all passed.
+fn number<T: core::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("vblk.{key}={value}: want a number"))
+}
+
+fn bytes(key: &str, value: &str) -> Result<u64, String> {
+    parse_bytes(value).map_err(|_| format!("vblk.{key}={value}: want a size (4k, 1m, ...)"))
+}
+
+/// Runs what `options` asks: the self-test on every disk (one line per
+/// result, `vblk-selftest: PASS ...` / `FAIL ...`), then the job on the
+/// first disk (its fio-style report, each line prefixed `vblk-job: `, and
+/// `vblk-job-json: ` with the JSON report). Returns whether all passed.
 pub fn run(options: &BootOptions) -> bool {
     let mut all_passed = true;
     if let Some(generation) = options.self_test {
@@ -67,7 +111,31 @@ pub fn run(options: &BootOptions) -> bool {
             }
         }
     }
+    if let Some(job) = &options.job {
+        all_passed &= run_job(job);
+    }
     all_passed
+}
+
+fn run_job(options: &JobOptions) -> bool {
+    let Some(&disk) = crate::disks().first() else {
+        kerla_api::warn!("vblk-job: FAIL: the kext took no virtio-blk device");
+        return false;
+    };
+    match job::run(disk, options) {
+        Ok(summary) => {
+            for line in vblk_report::normal::normal(&summary, 1).lines() {
+                kerla_api::info!("vblk-job: {line}");
+            }
+            let json = vblk_report::json::report(&summary, "virtio-blk-mq-kext");
+            kerla_api::info!("vblk-job-json: {json}");
+            !summary.failed()
+        }
+        Err(why) => {
+            kerla_api::warn!("vblk-job: FAIL: {why}");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,11 +36,13 @@ extern crate alloc;
 mod api_surface;
 mod block;
 mod boot;
+mod clock;
 mod config;
 mod disk;
 mod error;
 mod hal;
 mod irq;
+mod job;
 mod pci_view;
 mod prober;
 mod request;
@@ -52,11 +54,13 @@ use alloc::vec::Vec;
 
 pub use block::VirtioBlkDriver;
 pub use boot::BootOptions;
+pub use clock::TscClock;
 pub use config::{Cpus, KextConfig, DEFAULT_SPIN_BUDGET};
 pub use disk::{CpuQueue, Disk, KextDevice, KextQueue, BOUNCE_BYTES};
 pub use error::{BlockError, SECTOR_SIZE};
 pub use hal::KextHal;
 pub use irq::QueueWaiter;
+pub use job::JobOptions;
 pub use pci_view::{ConfigView, MAX_BAR_SIZE};
 pub use prober::MMIO_WINDOW;
 pub use transport::{KextNotifier, KextTransport};
@@ -81,9 +85,11 @@ pub fn disks() -> Vec<&'static Disk> {
 
 /// Runs what the `vblk.` options of the kernel command line `cmdline` ask
 /// for (after `init_drivers`): `vblk.selftest=GENERATION` runs the boot
-/// self-test on every disk. Each result is logged (`vblk-selftest: PASS` /
-/// `FAIL`); returns whether everything asked for passed. A malformed
-/// option is logged and nothing runs.
+/// self-test on every disk; `vblk.job=RW` (with `vblk.bs=`, `vblk.iodepth=`,
+/// `vblk.runtime=`, ...) runs the fio-style job on the first disk's queue
+/// for this CPU and logs its report. Each result is logged; returns
+/// whether everything asked for passed. A malformed option is logged and
+/// nothing runs.
 pub fn boot(cmdline: &str) -> bool {
     match BootOptions::parse(cmdline) {
         Ok(options) => boot::run(&options),

@@ -172,7 +172,7 @@ pub fn report(summary: &Summary, version: &str) -> String {
         .object("job options", |o| {
             o.field("rw", Value::Str(&summary.rw))
                 .field("bs", Value::Str(&format!("{}", summary.block_size)))
-                .field("iodepth", Value::Str(&format!("{}", summary.iodepth)))
+                .field("iodepth", Value::Str(&format!("{}", summary.job_iodepth())))
                 .field("numjobs", Value::Str(&format!("{}", summary.queues)));
         });
     direction(&mut job, "read", &summary.read, summary.runtime_ms);
@@ -204,6 +204,10 @@ pub fn report(summary: &Summary, version: &str) -> String {
             .field("errors", Value::Int(summary.errors))
             .field("verify_errors", Value::Int(summary.verify_errors))
             .objects("bad_requests", &summary.bad_requests, bad_request);
+        if let Some(asked) = summary.iodepth_asked {
+            // Only when capped: `iodepth` above is the depth that ran.
+            v.field("iodepth_asked", Value::Int(asked.into()));
+        }
     });
     top.close();
     out
@@ -287,5 +291,21 @@ mod tests {
         assert_eq!(bad[1]["verify_sector"], 19);
         assert_eq!(bad[1]["verify"], "header checksum is wrong");
         assert_eq!(json["fio version"], "vblk-guest-0.1.0");
+        assert_eq!(json["vblk"]["iodepth"], 8);
+        assert!(json["vblk"].get("iodepth_asked").is_none());
+    }
+
+    #[test]
+    fn a_capped_depth_shows_as_given_and_as_run() {
+        let summary = Summary {
+            iodepth: 1024,
+            iodepth_asked: Some(4096),
+            ..Summary::default()
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&report(&summary, "v")).expect("valid JSON");
+        assert_eq!(json["jobs"][0]["job options"]["iodepth"], "4096");
+        assert_eq!(json["vblk"]["iodepth"], 1024);
+        assert_eq!(json["vblk"]["iodepth_asked"], 4096);
     }
 }

@@ -109,11 +109,20 @@ fn group_line(out: &mut String, label: &str, dir: &DirSummary, summary: &Summary
 pub fn normal(summary: &Summary, pid: u32) -> String {
     let mut out = String::new();
     let bs = summary.block_size;
+    if let Some(asked) = summary.iodepth_asked {
+        let _ = writeln!(
+            out,
+            "note: iodepth={asked} is more than a ring holds; {} requests in flight per queue",
+            summary.iodepth
+        );
+    }
     let _ = writeln!(
         out,
         "{}: (g=0): rw={}, bs=(R) {bs}B-{bs}B, (W) {bs}B-{bs}B, (T) {bs}B-{bs}B, \
          ioengine=virtio-blk-mq, iodepth={}",
-        summary.name, summary.rw, summary.iodepth
+        summary.name,
+        summary.rw,
+        summary.job_iodepth()
     );
     let err = if summary.failed() { 5 } else { 0 };
     let _ = writeln!(
@@ -229,6 +238,29 @@ mod tests {
         assert!(text.contains("\nRun status group 0 (all jobs):\n   READ: bw="));
         assert!(text
             .contains("  WRITE: bw=4000KiB/s (4096kB/s), io=4000KiB (4096kB), run=999-1000msec"));
+    }
+
+    #[test]
+    fn a_capped_depth_gets_a_note_and_the_vblk_line_shows_what_ran() {
+        let summary = Summary {
+            name: "vblk".into(),
+            iodepth: 1024,
+            iodepth_asked: Some(4096),
+            ..Summary::default()
+        };
+        let text = normal(&summary, 7);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "note: iodepth=4096 is more than a ring holds; 1024 requests in flight per queue"
+        );
+        assert!(lines[1].ends_with(", iodepth=4096"), "{}", lines[1]);
+        assert!(
+            text.contains("  vblk: ring=, queues=0, iodepth=1024, "),
+            "{text}"
+        );
+        let uncapped = normal(&Summary::default(), 7);
+        assert!(!uncapped.contains("note:"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use virtio_blk_mq::QueueStats;
 
 use crate::histogram::DirStats;
-use crate::job::BadRequest;
+use crate::job::{BadRequest, QueueResult};
 
 /// The percentiles fio prints by default.
 pub const PERCENTILES: [f64; 17] = [
@@ -121,6 +121,10 @@ pub struct Summary {
     pub queues: u16,
     /// Requests in flight per queue.
     pub iodepth: u16,
+    /// The depth the job asked for, when it was more than a ring holds:
+    /// `iodepth` is then the depth that ran (like fio, the runner takes any
+    /// depth, and the queue bounds the real one).
+    pub iodepth_asked: Option<u16>,
     /// `poll`, `irq` or `hybrid`.
     pub mode: String,
     /// What backs the disk (`null`, `ram`, `file`, ...).
@@ -156,9 +160,82 @@ pub fn add_stats(total: &mut QueueStats, more: &QueueStats) {
     total.kicks += more.kicks;
     total.empty_polls += more.empty_polls;
     total.interrupts += more.interrupts;
+    total.rekicks += more.rekicks;
+    total.bad_lengths += more.bad_lengths;
+}
+
+/// What a run was, as the reports label it.
+#[derive(Clone, Debug, Default)]
+pub struct JobLabels {
+    /// Job name.
+    pub name: String,
+    /// The I/O pattern as fio names it.
+    pub rw: String,
+    /// Bytes per request.
+    pub block_size: u64,
+    /// `split` or `packed`.
+    pub ring: String,
+    /// Queues.
+    pub queues: u16,
+    /// Requests in flight per queue.
+    pub iodepth: u16,
+    /// `poll`, `irq` or `hybrid`.
+    pub mode: String,
+    /// What backs the disk.
+    pub disk: String,
 }
 
 impl Summary {
+    /// Merges what each queue's job produced, with the queue's counters,
+    /// into the run's summary (a kernel running the job on its own queues:
+    /// the guest, the Kerla kext). The run lasted as long as its slowest
+    /// queue.
+    pub fn of_queues(
+        labels: JobLabels,
+        finished: &[(QueueStats, QueueResult<DirStats>)],
+        used_notifications: u64,
+        irq_timeouts: u64,
+    ) -> Summary {
+        let (mut read, mut write) = (DirStats::new(), DirStats::new());
+        let mut stats = QueueStats::default();
+        let (mut errors, mut verify_errors) = (0, 0);
+        let (mut longest, mut shortest) = (0u64, u64::MAX);
+        for (queue_stats, result) in finished {
+            read.merge(&result.read);
+            write.merge(&result.write);
+            add_stats(&mut stats, queue_stats);
+            errors += result.errors;
+            verify_errors += result.verify_errors;
+            longest = longest.max(result.elapsed_ns);
+            shortest = shortest.min(result.elapsed_ns);
+        }
+        let seconds = (longest as f64 / 1e9).max(1e-9);
+        Summary {
+            name: labels.name,
+            rw: labels.rw,
+            block_size: labels.block_size,
+            ring: labels.ring,
+            queues: labels.queues,
+            iodepth: labels.iodepth,
+            iodepth_asked: None,
+            mode: labels.mode,
+            disk: labels.disk,
+            runtime_ms: longest.div_ceil(1_000_000),
+            min_runtime_ms: shortest.min(longest).div_ceil(1_000_000),
+            read: DirSummary::new(&read, seconds),
+            write: DirSummary::new(&write, seconds),
+            stats,
+            used_notifications,
+            irq_timeouts,
+            errors,
+            verify_errors,
+            bad_requests: finished
+                .iter()
+                .flat_map(|(_, result)| result.bad_requests.iter().cloned())
+                .collect(),
+        }
+    }
+
     /// Completed requests (any result), the denominator of the per-I/O figures.
     fn completed(&self) -> f64 {
         self.stats.completed.max(1) as f64
@@ -177,6 +254,11 @@ impl Summary {
     /// Polls that found nothing, per request.
     pub fn empty_polls_per_io(&self) -> f64 {
         self.stats.empty_polls as f64 / self.completed()
+    }
+
+    /// The depth as the job gave it: what fio's job options echo.
+    pub fn job_iodepth(&self) -> u16 {
+        self.iodepth_asked.unwrap_or(self.iodepth)
     }
 
     /// Whether the run failed: any error or wrong data.

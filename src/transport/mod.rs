@@ -4,7 +4,8 @@
 //! queue setup) through [`Transport`], which stays with the [`crate::BlkDevice`].
 //! The data plane's only register access, the doorbell, is split off into a
 //! [`QueueNotifier`] that each queue owns, so the I/O path never shares the
-//! transport between CPUs.
+//! transport between CPUs. The other direction, sleeping until the device's
+//! used-buffer notification, is an [`IrqWait`].
 
 pub mod mmio;
 pub mod pci;
@@ -16,44 +17,20 @@ pub use mmio::{MmioInterrupt, MmioNotifier, MmioTransport};
 pub use pci::{IsrReader, MsixMessage, PciConfig, PciNotifier, PciTransport};
 pub use regs::IsrStatus;
 
-use crate::hal::PhysAddr;
+use crate::error::Error;
 use crate::spec::DeviceStatus;
 
-/// Device addresses of one virtqueue's three areas (VIRTIO 1.2 §2.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueueAddresses {
-    /// Split: descriptor table. Packed: descriptor ring.
-    pub desc: PhysAddr,
-    /// Split: available ring. Packed: driver event suppression structure.
-    pub driver: PhysAddr,
-    /// Split: used ring. Packed: device event suppression structure.
-    pub device: PhysAddr,
-}
+// Both are defined below this layer and named here, where transports use
+// them: the error beside the driver's other errors, so that the error type
+// needs nothing from the transport; the addresses beside the rings, which lay
+// out the memory a transport only passes on.
+pub use crate::error::TransportError;
+pub use crate::ring::QueueAddresses;
 
-/// Why the transport refused an operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TransportError {
-    /// The queue index is beyond what the device offers.
-    NoSuchQueue(u16),
-    /// The queue size is zero, too large, or not a power of two where one is needed.
-    BadQueueSize(u16),
-    /// The queue is already enabled.
-    QueueInUse(u16),
-    /// The device stopped answering (e.g. the backend went away).
-    DeviceGone,
-    /// The transport cannot do this (e.g. per-queue reset without RING_RESET).
-    Unsupported,
-}
-
-impl core::fmt::Display for TransportError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            TransportError::NoSuchQueue(q) => write!(f, "the device has no queue {q}"),
-            TransportError::BadQueueSize(s) => write!(f, "queue size {s} is not accepted"),
-            TransportError::QueueInUse(q) => write!(f, "queue {q} is already enabled"),
-            TransportError::DeviceGone => write!(f, "the device stopped responding"),
-            TransportError::Unsupported => write!(f, "the transport does not support this"),
-        }
+/// A transport's refusal, as the driver reports it ([`Error::Transport`]).
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        Error::Transport(e)
     }
 }
 
@@ -123,6 +100,20 @@ pub trait Transport {
 pub trait QueueNotifier: Send {
     /// Tells the device new buffers are available on this queue.
     fn notify(&self);
+}
+
+/// How a queue's owner sleeps until its used-buffer notification arrives
+/// (§2.9, the device-to-driver direction): an interrupt in a kernel, an
+/// eventfd under vhost-user. [`crate::mq::wait_for_completions`] sleeps in it.
+///
+/// # Contract for implementors
+/// `wait` returns once a notification arrived after the previous `wait`
+/// returned (a notification that came before `wait` was called must make it
+/// return at once, or the wake-up is lost). Returning early is allowed: the
+/// caller re-checks the ring.
+pub trait IrqWait {
+    /// Blocks until the queue's notification arrives (or returns spuriously).
+    fn wait(&self);
 }
 
 #[cfg(feature = "vhost-user")]

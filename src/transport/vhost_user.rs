@@ -51,8 +51,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub use daemon::{DaemonBackend, DaemonConfig, DaemonError, StorageDaemon};
 pub use memory::VhostUserHal;
 
-use super::{QueueAddresses, QueueNotifier, Transport, TransportError};
-use crate::mq::IrqWait;
+use super::{IrqWait, QueueAddresses, QueueNotifier, Transport, TransportError};
 use crate::spec::{blk_config, DeviceStatus, Features, DEVICE_TYPE_BLOCK};
 use watchdog::Watchdog;
 

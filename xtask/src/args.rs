@@ -41,7 +41,8 @@ pub struct GuestArgs {
     /// Virtqueue layout.
     #[arg(long, value_enum, default_value_t = Ring::Packed)]
     pub ring: Ring,
-    /// Request queues: one vCPU owns each.
+    /// Request queues: one vCPU owns each. Capped at --smp, as Linux caps
+    /// them at the CPU count; the device keeps this many (num-queues).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub queues: u16,
     /// vCPUs (default: one per queue).

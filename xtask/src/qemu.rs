@@ -437,6 +437,9 @@ pub struct Machine {
     pub kvm: bool,
     size: u64,
     image: DiskImage,
+    /// Appended to every QEMU line (e.g. a `-cpu` that overrides the
+    /// default).
+    pub extra_args: Vec<String>,
 }
 
 impl Machine {
@@ -474,6 +477,7 @@ impl Machine {
             kvm: false,
             size,
             image: disk_image(args, size)?,
+            extra_args: Vec::new(),
         })
     }
 
@@ -489,7 +493,9 @@ impl Machine {
 
     /// QEMU's arguments for this machine booting `boot`.
     pub fn qemu_args(&self, boot: &Boot<'_>) -> Vec<String> {
-        qemu_args(&self.args, boot, &self.image, self.size, self.smp, self.kvm)
+        let mut args = qemu_args(&self.args, boot, &self.image, self.size, self.smp, self.kvm);
+        args.extend(self.extra_args.iter().cloned());
+        args
     }
 
     /// One line for the log: accelerator, vCPUs, transport.
@@ -582,13 +588,34 @@ pub fn run_guest(
     Ok((outcome, run.lines))
 }
 
+/// Caps `--queues` at `--smp`, the way Linux's virtio_blk sets up no more
+/// request queues than there are CPUs: the guest runs one queue per vCPU,
+/// and the device keeps the `num-queues` the flags gave it. Returns a notice
+/// when it changed the job.
+pub fn cap_queues_at_vcpus(args: &mut GuestArgs) -> Option<String> {
+    let smp = args.smp.filter(|&smp| smp < args.queues)?;
+    let asked = args.queues;
+    let device = *args
+        .device_queues
+        .get_or_insert(asked + u16::from(args.kext));
+    args.queues = smp;
+    Some(format!(
+        "--queues {asked} capped at --smp {smp}: one queue per vCPU, as Linux does \
+         (the device keeps num-queues={device})"
+    ))
+}
+
 /// Builds the guest, runs the job, reports how it ended.
 pub fn run(args: &GuestArgs) -> Result<Outcome, String> {
-    let mut machine = Machine::new(args)?;
+    let mut args = args.clone();
+    if let Some(notice) = cap_queues_at_vcpus(&mut args) {
+        eprintln!("xtask guest: {notice}");
+    }
+    let mut machine = Machine::new(&args)?;
     let kernel = build_guest()?;
     machine.choose_accel(&kernel);
     eprintln!("xtask guest: {}", machine.describe());
-    Ok(run_guest(args, &machine, &kernel, true)?.0)
+    Ok(run_guest(&args, &machine, &kernel, true)?.0)
 }
 
 #[cfg(test)]
@@ -653,6 +680,45 @@ mod tests {
         assert!(null
             .iter()
             .any(|a| a.starts_with("driver=null-co,node-name=b0,")));
+    }
+
+    #[test]
+    fn queues_above_the_vcpus_are_capped_and_the_device_keeps_its_count() {
+        let mut args = guest_args(&["--queues", "4", "--smp", "2"]);
+        let notice = cap_queues_at_vcpus(&mut args).expect("the job was changed");
+        assert!(notice.contains("--queues 4 capped at --smp 2"), "{notice}");
+        assert_eq!((args.queues, args.device_queues), (2, Some(4)));
+        assert!(kernel_cmdline(&args, 2, 1.0).contains(" queues=2 cpus=2 "));
+        let boot = Boot {
+            kernel: Path::new("/k"),
+            initrd: None,
+            append: "",
+        };
+        let image = DiskImage {
+            path: None,
+            remove: false,
+        };
+        let qemu = qemu_args(&args, &boot, &image, 1 << 20, 2, false);
+        assert!(
+            qemu.iter().any(|a| a.contains(",num-queues=4,")),
+            "{qemu:?}"
+        );
+
+        // The kext's block driver keeps its extra queue on the device.
+        let mut kext = guest_args(&["--queues", "4", "--smp", "2", "--kext"]);
+        assert!(cap_queues_at_vcpus(&mut kext).is_some());
+        assert_eq!((kext.queues, kext.device_queues), (2, Some(5)));
+        let mut given = guest_args(&["--queues", "4", "--smp", "3", "--device-queues", "8"]);
+        assert!(cap_queues_at_vcpus(&mut given).is_some());
+        assert_eq!((given.queues, given.device_queues), (3, Some(8)));
+
+        // Enough vCPUs, or one per queue by default: nothing changes.
+        for flags in [&["--queues", "2", "--smp", "4"][..], &["--queues", "3"][..]] {
+            let mut args = guest_args(flags);
+            let before = (args.queues, args.smp, args.device_queues);
+            assert_eq!(cap_queues_at_vcpus(&mut args), None, "{flags:?}");
+            assert_eq!((args.queues, args.smp, args.device_queues), before);
+        }
     }
 
     #[test]

@@ -37,7 +37,15 @@ pub struct BootCase {
     pub packed: bool,
     /// The self-test's stamp for this boot.
     pub generation: u32,
+    /// `vblk.` options for an in-kernel job after the self-test (its region
+    /// kept below the blkdebug error sectors, reads only: the disk's bytes
+    /// stay what the host check expects).
+    pub job: Option<&'static str>,
 }
+
+/// The smoke job of the PCI boots: one second of 4 KiB random reads at
+/// depth 32 over the first 32 MiB.
+const SMOKE_JOB: &str = "vblk.job=randread vblk.iodepth=32 vblk.runtime=1 vblk.size=32m";
 
 /// The boots `cargo xtask kerla` runs: the packed 2-queue PCI device the
 /// issue names, split rings, and virtio-mmio.
@@ -47,18 +55,21 @@ pub const CASES: [BootCase; 3] = [
         bus: TransportKind::Pci,
         packed: true,
         generation: 0x4b52_0001,
+        job: Some(SMOKE_JOB),
     },
     BootCase {
         name: "pci-split",
         bus: TransportKind::Pci,
         packed: false,
         generation: 0x4b52_0002,
+        job: Some(SMOKE_JOB),
     },
     BootCase {
         name: "mmio-packed",
         bus: TransportKind::Mmio,
         packed: true,
         generation: 0x4b52_0003,
+        job: None,
     },
 ];
 
@@ -75,6 +86,10 @@ fn mmio_slot(slot: u32) -> String {
 /// The kernel command line of a boot.
 pub fn cmdline(case: &BootCase) -> String {
     let mut line = format!("dhcp=off vblk.selftest={}", case.generation);
+    if let Some(job) = case.job {
+        line.push(' ');
+        line.push_str(job);
+    }
     if case.bus == TransportKind::Mmio {
         // The network device is plugged first, the disk second.
         line = format!("{} {} {line}", mmio_slot(0), mmio_slot(1));
@@ -174,6 +189,10 @@ pub struct Console {
     pub blkcheck_failed: Vec<String>,
     /// blkcheck printed its PASS verdict.
     pub blkcheck_passed: bool,
+    /// The in-kernel job's JSON report (`vblk-job-json: `).
+    pub job_json: Option<String>,
+    /// `vblk-job: FAIL ...` lines.
+    pub job_failed: Vec<String>,
     /// The throughput steps: (name, bytes, seconds between their start and
     /// end lines, as the host saw them arrive).
     pub throughput: Vec<(String, u64, f64)>,
@@ -224,6 +243,12 @@ pub fn read_console(lines: &[String], arrived: &[Duration]) -> Console {
                 _ => {}
             }
             console.user.push(text);
+        }
+        if let Some(at) = line.find("vblk-job-json: ") {
+            console.job_json = Some(line[at + "vblk-job-json: ".len()..].trim().to_string());
+        }
+        if let Some(at) = line.find("vblk-job: FAIL") {
+            console.job_failed.push(line[at..].trim().to_string());
         }
         if line.starts_with("blkcheck: FAIL") {
             console.blkcheck_failed.push(line.trim().to_string());
@@ -298,7 +323,7 @@ mod tests {
         assert_eq!(mmio_slot(1), "virtio_mmio.device=512@0xfeb00c00:11");
         let mmio = cmdline(&CASES[2]);
         assert!(mmio.starts_with("virtio_mmio.device=512@0xfeb00e00:12 "));
-        assert!(cmdline(&CASES[0]).ends_with("vblk.selftest=1263665153"));
+        assert!(cmdline(&CASES[0]).contains("vblk.selftest=1263665153 vblk.job=randread"));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //!
 //! Prints one line per boot and a PASS/FAIL verdict; exits 0 only on PASS.
 
+mod bench;
 mod boot;
 mod build;
 mod disk_check;
@@ -30,6 +31,7 @@ mod userland;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::linux::fio::Figures;
 use crate::qemu::{repo_root, Outcome};
 
 pub use build::Profile;
@@ -60,6 +62,13 @@ pub struct KerlaArgs {
     /// Copy Kerla's console to stdout as it runs.
     #[arg(long)]
     pub console: bool,
+    /// Instead of the boots: the in-kernel job in Kerla beside the
+    /// bare-metal guest on the same QEMU line (see the --bench-* flags).
+    #[arg(long)]
+    pub bench: bool,
+    /// The comparison's settings.
+    #[command(flatten)]
+    pub bench_args: bench::BenchArgs,
 }
 
 /// The raw disk each boot gets (zeroed): 64 MiB.
@@ -73,6 +82,8 @@ struct BootResult {
     host_check: String,
     /// (step, bytes, host seconds) of the throughput steps.
     throughput: Vec<(String, u64, f64)>,
+    /// The in-kernel job's figures, when the boot ran one.
+    job: Option<Figures>,
 }
 
 /// The init script (`kext/kerla/init.sh`) with the blkdebug sectors set.
@@ -85,6 +96,18 @@ fn init_script(repo: &std::path::Path) -> Result<String, String> {
         boot::READ_ERROR_SECTOR,
         boot::WRITE_ERROR_SECTOR
     ))
+}
+
+/// The figures of a job's JSON report, if it ran cleanly.
+pub(super) fn job_figures(json: &str) -> Result<Figures, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("its JSON report does not parse: {e}"))?;
+    let figures = Figures::from_json(&json).ok_or("its JSON report lacks the figures")?;
+    let errors = json["vblk"]["errors"].as_u64().unwrap_or(u64::MAX);
+    if errors != 0 || figures.ios == 0 {
+        return Err(format!("{errors} errors, {}", figures.summary()));
+    }
+    Ok(figures)
 }
 
 /// Reads one boot's console and disk; every problem found is listed.
@@ -132,6 +155,21 @@ fn judge(
         problems.push("no `vblk-user: PASS` line".into());
     }
     problems.extend(console.blkcheck_failed.iter().cloned());
+    problems.extend(console.job_failed.iter().cloned());
+    let job = match (case.job, &console.job_json) {
+        (None, _) => None,
+        (Some(_), None) => {
+            problems.push("the in-kernel job printed no JSON report".into());
+            None
+        }
+        (Some(_), Some(json)) => match job_figures(json) {
+            Ok(figures) => Some(figures),
+            Err(why) => {
+                problems.push(format!("the in-kernel job: {why}"));
+                None
+            }
+        },
+    };
     if !console.blkcheck_passed {
         problems.push("no `blkcheck: PASS` line".into());
     }
@@ -172,6 +210,7 @@ fn judge(
         problems,
         host_check,
         throughput: console.throughput,
+        job,
     }
 }
 
@@ -218,6 +257,9 @@ pub fn run(args: &KerlaArgs) -> Result<Outcome, String> {
     let script = init_script(&repo)?;
     let user_cases = disk_check::user_cases(&script)?;
     let kernel = build::build(&tree_dir, &work, &tools, &userland, args.profile, &script)?;
+    if args.bench {
+        return bench::run(&args.bench_args, &kernel.elf);
+    }
     let timeout = Duration::from_secs(args.timeout);
     let mut results = Vec::new();
     for case in &cases {
@@ -263,6 +305,12 @@ pub fn run(args: &KerlaArgs) -> Result<Outcome, String> {
         );
         for problem in &result.problems {
             println!("    - {problem}");
+        }
+        if let Some(job) = &result.job {
+            println!(
+                "    in-kernel job on the kext's own queue: {}",
+                job.summary()
+            );
         }
         for (step, bytes, seconds) in &result.throughput {
             println!(

@@ -72,6 +72,11 @@ fn pieces() -> Vec<Piece> {
             path: "/bin/bzip2",
             package: "bzip2".into(),
         },
+        // apt-get source (BusyBox's) wants dpkg-dev's tools around.
+        Piece {
+            path: "/usr/bin/dpkg-source",
+            package: "dpkg-dev".into(),
+        },
         Piece {
             path: "/usr/bin/qemu-system-x86_64",
             package: "qemu-system-x86".into(),

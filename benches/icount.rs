@@ -19,7 +19,8 @@
 //!
 //! | function | called | per request |
 //! | --- | --- | --- |
-//! | `icount_submit` | once per read | its Ir/call (the rig takes a buffer and a sector: ~10) |
+//! | `icount_read` | once per read | its Ir/call: `BlkQueue::read` |
+//! | `icount_submit` | once per read | its Ir/call: the read and the rig's own work (a buffer, a sector) |
 //! | `icount_commit` | once per batch | Ir/call ÷ depth |
 //! | `icount_device` | once per batch | Ir/call ÷ depth: the sim's side |
 //! | `icount_poll` | once per batch | Ir/call ÷ depth (with the rig's callback: ~10 per read) |
@@ -30,7 +31,7 @@
 
 mod common;
 
-use common::inline::InlineRig;
+use common::inline::{Buffer, InlineRig, Queue, Submitted};
 use virtio_blk_mq::{Config, Features, RingKind};
 use virtio_blk_sim::{DiskKind, SimConfig};
 
@@ -58,8 +59,13 @@ fn rig(ring: RingKind, depth: u16, peers: bool) -> InlineRig {
 }
 
 #[inline(never)]
+fn icount_read(queue: &mut Queue, sector: u64, buffer: Buffer, tag: u64) -> Submitted {
+    queue.read(sector, buffer, tag)
+}
+
+#[inline(never)]
 fn icount_submit(rig: &mut InlineRig) {
-    rig.submit_one();
+    rig.submit_one_with(icount_read);
 }
 
 #[inline(never)]

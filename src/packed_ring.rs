@@ -7,16 +7,16 @@
 
 use crate::barrier;
 use crate::sync::atomic::{AtomicU32, Ordering};
-use alloc::vec;
+
 use alloc::vec::Vec;
 
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
 use crate::ring::{
-    direct_slots, DeviceFault, IndirectTables, IndirectUse, QueueAddresses, Segment, Used,
-    UsedNotifications,
+    direct_slots, DeviceFault, IndirectTables, IndirectUse, Placement, QueueAddresses, Segment,
+    Used, UsedNotifications,
 };
-use crate::shared::SharedArray;
+use crate::shared::{SharedArray, SharedCell};
 use crate::spec::{
     packed_event, EventSuppress, PackedDesc, PackedDescFlags, PackedLayout, MAX_PACKED_QUEUE_SIZE,
 };
@@ -24,15 +24,25 @@ use crate::spec::{
 /// Sentinel ending the free-id list.
 const NO_ID: u16 = u16::MAX;
 
+/// The driver's private record of one buffer id, kept together so placing
+/// and freeing a chain touch one array.
+#[derive(Clone, Copy, Debug)]
+struct Shadow {
+    /// The next free id after this one while it is free.
+    next_free_id: u16,
+    /// Ring slots its chain occupies (0 = not in flight).
+    chain_len: u16,
+}
+
 /// The driver side of one packed virtqueue.
 pub(crate) struct PackedRing<H: Hal> {
     // Views into `memory`, declared before it so they are dropped first.
     desc: SharedArray<PackedDesc>,
-    driver_event: SharedArray<EventSuppress>,
+    driver_event: SharedCell<EventSuppress>,
     /// The device's event suppression structure, read as one 32-bit word
     /// (`off_wrap` in the low half, `flags` in the high half, little-endian)
     /// so `flags` and `off_wrap` always come from the same device write.
-    device_event: SharedArray<AtomicU32>,
+    device_event: SharedCell<AtomicU32>,
     indirect: Option<IndirectTables<H, PackedDesc>>,
     memory: DmaRegion<H>,
     layout: PackedLayout,
@@ -42,11 +52,10 @@ pub(crate) struct PackedRing<H: Hal> {
 
     /// Ring slots not holding a posted descriptor.
     num_free: u16,
-    /// Free buffer ids, linked through `next_free_id`.
+    /// Free buffer ids, linked through their [`Shadow::next_free_id`].
     free_id_head: u16,
-    next_free_id: Vec<u16>,
-    /// Per buffer id: ring slots its chain occupies (0 = not in flight).
-    chain_len: Vec<u16>,
+    /// Per buffer id, what the driver keeps about it (see [`Shadow`]).
+    shadow: Vec<Shadow>,
     in_flight: u16,
 
     /// Where the next chain goes, and the wrap counter there (§2.8.1).
@@ -84,20 +93,26 @@ impl<H: Hal> PackedRing<H> {
         let memory = DmaRegion::new(hal, layout.total).ok_or(Error::OutOfDmaMemory)?;
         // SAFETY: PackedLayout places each part at an offset aligned for its type
         // inside `layout.total` bytes; all types are atomics valid when zeroed;
-        // the views are fields declared before `memory`.
+        // the views (and the cells taken from the one-element ones) are
+        // fields declared before `memory`.
         let (desc, driver_event, device_event) = unsafe {
             (
                 SharedArray::new(&memory, layout.desc, usize::from(size)),
-                SharedArray::new(&memory, layout.driver_event, 1),
-                SharedArray::new(&memory, layout.device_event, 1),
+                SharedArray::new(&memory, layout.driver_event, 1).cell(0),
+                SharedArray::new(&memory, layout.device_event, 1).cell(0),
             )
         };
         let indirect = match indirect {
             Some(use_) => Some(IndirectTables::new(hal, size, use_).ok_or(Error::OutOfDmaMemory)?),
             None => None,
         };
-        let mut next_free_id: Vec<u16> = (1..=size).collect();
-        next_free_id[usize::from(size) - 1] = NO_ID;
+        let mut shadow: Vec<Shadow> = (1..=size)
+            .map(|next_free_id| Shadow {
+                next_free_id,
+                chain_len: 0,
+            })
+            .collect();
+        shadow[usize::from(size) - 1].next_free_id = NO_ID;
         Ok(PackedRing {
             desc,
             driver_event,
@@ -109,8 +124,7 @@ impl<H: Hal> PackedRing<H> {
             platform: false,
             num_free: size,
             free_id_head: 0,
-            next_free_id,
-            chain_len: vec![0; usize::from(size)],
+            shadow,
             in_flight: 0,
             next_avail: 0,
             avail_wrap: true,
@@ -163,11 +177,27 @@ impl<H: Hal> PackedRing<H> {
         }
     }
 
-    #[inline]
+    /// Where a chain of `segments` would go now, if it fits.
+    #[inline(always)]
+    pub(crate) fn reserve(&self, segments: usize) -> Option<Placement> {
+        let slots = self.slots_needed(segments)?;
+        (self.free_id_head != NO_ID).then_some(Placement {
+            id: self.free_id_head,
+            slots: slots as u16,
+        })
+    }
+
+    #[cfg(test)]
     pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
-        self.slots_needed(segments)
-            .filter(|_| self.free_id_head != NO_ID)
-            .map(|_| self.free_id_head)
+        self.reserve(segments).map(|at| at.id)
+    }
+
+    /// Places `chain` where [`Self::reserve`] says.
+    #[cfg(test)]
+    pub(crate) fn add(&mut self, chain: &[Segment]) -> u16 {
+        let at = self.reserve(chain.len()).expect("the chain fits");
+        self.add_at(at, chain);
+        at.id
     }
 
     /// The AVAIL/USED bits that mark a descriptor available in the current lap.
@@ -188,16 +218,17 @@ impl<H: Hal> PackedRing<H> {
         }
     }
 
-    #[inline]
-    pub(crate) fn add(&mut self, chain: &[Segment]) -> u16 {
-        debug_assert!(self.next_id(chain.len()).is_some());
-        let id = self.free_id_head;
-        self.free_id_head = self.next_free_id[usize::from(id)];
+    /// Writes `chain` at `at`, which [`Self::reserve`] returned for it with
+    /// nothing placed in between; the device cannot see it before `commit`.
+    #[inline(always)]
+    pub(crate) fn add_at(&mut self, at: Placement, chain: &[Segment]) {
+        debug_assert_eq!(Some(at), self.reserve(chain.len()));
+        let id = at.id;
+        let record = &mut self.shadow[usize::from(id)];
+        self.free_id_head = record.next_free_id;
+        record.chain_len = at.slots;
         let head = self.next_avail;
-        let slots = self
-            .slots_needed(chain.len())
-            .expect("next_id checked that the chain fits");
-        let head_flags = if slots == 1 && chain.len() > 1 {
+        let head_flags = if at.slots == 1 && chain.len() > 1 {
             self.write_indirect(id, chain)
         } else {
             self.write_direct(id, chain)
@@ -212,40 +243,54 @@ impl<H: Hal> PackedRing<H> {
                 .flags
                 .store(head_flags.to_le(), Ordering::Relaxed),
         }
-        self.batch_slots += slots as u16;
+        self.batch_slots += at.slots;
         self.batch_chains += 1;
-        self.num_free -= slots as u16;
-        self.chain_len[usize::from(id)] = slots as u16;
+        self.num_free -= at.slots;
         self.in_flight += 1;
-        id
     }
 
     /// Writes `chain` into consecutive ring slots; returns the head's flags,
     /// which the caller stores (all other flags are stored here).
+    #[inline(always)]
     fn write_direct(&mut self, id: u16, chain: &[Segment]) -> u16 {
+        // One view and local positions for the whole chain, kept in registers.
+        let descs = self.desc.as_slice();
+        let size = self.layout.size;
+        let (mut position, mut wrap) = (self.next_avail, self.avail_wrap);
         let mut head_flags = 0;
-        for (position, segment) in chain.iter().enumerate() {
-            let mut flags = self.avail_bits();
+        for (n, segment) in chain.iter().enumerate() {
+            let mut flags = if wrap {
+                PackedDescFlags::AVAIL
+            } else {
+                PackedDescFlags::USED
+            };
             if segment.device_writable {
                 flags |= PackedDescFlags::WRITE;
             }
-            if position + 1 != chain.len() {
+            if n + 1 != chain.len() {
                 flags |= PackedDescFlags::NEXT;
             }
-            let desc = self.desc.get(usize::from(self.next_avail));
+            let desc = &descs[usize::from(position)];
             store_desc(desc, segment, id);
-            if position == 0 {
+            if n == 0 {
                 head_flags = flags.bits();
             } else {
                 desc.flags.store(flags.bits().to_le(), Ordering::Relaxed);
             }
-            self.advance_avail();
+            position += 1;
+            if position == size {
+                position = 0;
+                wrap = !wrap;
+            }
         }
+        self.next_avail = position;
+        self.avail_wrap = wrap;
         head_flags
     }
 
     /// Writes `chain` into slot `id`'s indirect table and one ring slot
     /// pointing at it; returns that slot's flags.
+    #[inline(always)]
     fn write_indirect(&mut self, id: u16, chain: &[Segment]) -> u16 {
         let Some(tables) = &self.indirect else {
             unreachable!("slots_needed said indirect")
@@ -297,7 +342,7 @@ impl<H: Hal> PackedRing<H> {
         self.batch_chains = 0;
         // One load: flags and off_wrap from the same device write, never a
         // new `flags` with a stale `off_wrap` (or the other way round).
-        let snapshot = u32::from_le(self.device_event.get(0).load(Ordering::Relaxed));
+        let snapshot = u32::from_le(self.device_event.get().load(Ordering::Relaxed));
         let (off_wrap, flags) = (snapshot as u16, (snapshot >> 16) as u16);
         match flags {
             packed_event::DISABLE => false,
@@ -371,12 +416,13 @@ impl<H: Hal> PackedRing<H> {
         if id >= self.layout.size {
             return Err(DeviceFault::IdOutOfRange(u32::from(id)));
         }
-        let slots = self.chain_len[usize::from(id)];
+        let record = &mut self.shadow[usize::from(id)];
+        let slots = record.chain_len;
         if slots == 0 {
             return Err(DeviceFault::IdNotInFlight(id));
         }
-        self.chain_len[usize::from(id)] = 0;
-        self.next_free_id[usize::from(id)] = self.free_id_head;
+        record.chain_len = 0;
+        record.next_free_id = self.free_id_head;
         self.free_id_head = id;
         self.num_free += slots;
         self.in_flight -= 1;
@@ -414,7 +460,7 @@ impl<H: Hal> PackedRing<H> {
         self.event_off_wrap = off_wrap;
         // `flags` is DESC already (set by `arm_and_check`); only the position moves.
         self.driver_event
-            .get(0)
+            .get()
             .off_wrap
             .store(off_wrap.to_le(), Ordering::Relaxed);
         // Rule 4: the new position is visible before we look at the ring
@@ -450,7 +496,7 @@ impl<H: Hal> PackedRing<H> {
             let used = flags.contains(PackedDescFlags::AVAIL) == wrap
                 && flags.contains(PackedDescFlags::USED) == wrap;
             let id = usize::from(u16::from_le(desc.id.load(Ordering::Relaxed)));
-            let slots = self.chain_len.get(id).copied().unwrap_or(0);
+            let slots = self.shadow.get(id).map_or(0, |record| record.chain_len);
             if !used || slots == 0 {
                 break;
             }
@@ -466,7 +512,7 @@ impl<H: Hal> PackedRing<H> {
         match mode {
             UsedNotifications::Off => self
                 .driver_event
-                .get(0)
+                .get()
                 .flags
                 .store(packed_event::DISABLE.to_le(), Ordering::Relaxed),
             UsedNotifications::On => {
@@ -479,7 +525,7 @@ impl<H: Hal> PackedRing<H> {
     /// report whether one is already there.
     pub(crate) fn arm_and_check(&mut self) -> bool {
         self.notifications = UsedNotifications::On;
-        let event = self.driver_event.get(0);
+        let event = self.driver_event.get();
         if self.event_idx {
             self.event_off_wrap = self.next_used_off_wrap();
             event

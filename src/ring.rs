@@ -26,6 +26,15 @@ pub(crate) struct Segment {
     pub device_writable: bool,
 }
 
+/// Where the next chain goes: its slot id (split head index, packed buffer
+/// id) and the ring slots (split: descriptors) it takes there, 1 for a chain
+/// of several placed in its indirect table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub id: u16,
+    pub slots: u16,
+}
+
 /// A completed chain as the device reported it, after validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Used {
@@ -160,17 +169,32 @@ impl<H: Hal> Ring<H> {
         dispatch!(self, r => r.set_order_platform(on))
     }
 
-    /// The slot id the next `add` of `segments` segments will use, if it fits.
-    #[inline]
-    pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
-        dispatch!(self, r => r.next_id(segments))
+    /// Where a chain of `segments` segments would go now, if it fits.
+    #[inline(always)]
+    pub(crate) fn reserve(&self, segments: usize) -> Option<Placement> {
+        dispatch!(self, r => r.reserve(segments))
     }
 
-    /// Writes a chain (not yet visible to the device) and returns its slot id,
-    /// which is what `next_id` returned just before.
-    #[inline]
+    /// Writes a chain (not yet visible to the device) at `at`, which
+    /// `reserve` returned for it with nothing placed in between.
+    #[inline(always)]
+    pub(crate) fn add_at(&mut self, at: Placement, chain: &[Segment]) {
+        dispatch!(self, r => r.add_at(at, chain))
+    }
+
+    /// The slot id the next `add` of `segments` segments will use, if it fits.
+    #[cfg(all(test, loom))]
+    pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
+        self.reserve(segments).map(|at| at.id)
+    }
+
+    /// Writes a chain that fits (not yet visible to the device) and returns
+    /// its slot id.
+    #[cfg(all(test, loom))]
     pub(crate) fn add(&mut self, chain: &[Segment]) -> u16 {
-        dispatch!(self, r => r.add(chain))
+        let at = self.reserve(chain.len()).expect("the chain fits");
+        self.add_at(at, chain);
+        at.id
     }
 
     /// Publishes everything added since the last commit; true when the device

@@ -80,6 +80,80 @@ impl<T> SharedArray<T> {
     }
 }
 
+/// One element of a [`SharedArray`] whose place never changes (a ring's
+/// index or event field), reached without the array's index check.
+#[cfg(not(all(test, loom)))]
+pub(crate) struct SharedCell<T> {
+    ptr: NonNull<T>,
+    _marker: PhantomData<T>,
+}
+
+/// Under loom: the array's cells and the index of this one.
+#[cfg(all(test, loom))]
+pub(crate) struct SharedCell<T> {
+    cells: alloc::sync::Arc<[T]>,
+    index: usize,
+}
+
+// SAFETY: as for `SharedArray`: a view of DMA memory its owner holds
+// exclusively and moves together with the view; `T` is atomic.
+#[cfg(not(all(test, loom)))]
+unsafe impl<T: Sync> Send for SharedCell<T> {}
+
+#[cfg(not(all(test, loom)))]
+impl<T> SharedArray<T> {
+    /// A view of element `index` alone (checked here, once).
+    ///
+    /// # Safety
+    /// As for [`SharedArray::new`]: the cell must not outlive the region the
+    /// array views (its owner drops it before or together with the region).
+    pub(crate) unsafe fn cell(&self, index: usize) -> SharedCell<T> {
+        SharedCell {
+            ptr: NonNull::from(self.get(index)),
+            _marker: PhantomData,
+        }
+    }
+}
+
+#[cfg(not(all(test, loom)))]
+impl<T> SharedCell<T> {
+    /// The element.
+    #[inline]
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: `ptr` is an element of a `SharedArray`, checked in bounds by
+        // `cell`; the region outlives the cell (the contract of `cell`), and
+        // `T` consists of atomics, as for `SharedArray::as_slice`.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+#[cfg(all(test, loom))]
+impl<T> SharedArray<T> {
+    /// A view of element `index` alone.
+    ///
+    /// # Safety
+    /// None needed; `unsafe` only to match the real one.
+    pub(crate) unsafe fn cell(&self, index: usize) -> SharedCell<T> {
+        assert!(index < self.cells.len(), "shared cell beyond its array");
+        SharedCell {
+            cells: self.cells.clone(),
+            index,
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+impl<T> SharedCell<T> {
+    pub(crate) fn get(&self) -> &T {
+        &self.cells[self.index]
+    }
+
+    /// The cells of the array this one belongs to, for the model's device thread.
+    pub(crate) fn share(&self) -> alloc::sync::Arc<[T]> {
+        self.cells.clone()
+    }
+}
+
 #[cfg(all(test, loom))]
 impl<T: Default> SharedArray<T> {
     /// `len` fresh zero values; the region's memory is not used.

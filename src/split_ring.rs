@@ -7,16 +7,16 @@
 
 use crate::barrier;
 use crate::sync::atomic::{AtomicU16, Ordering};
-use alloc::vec;
+
 use alloc::vec::Vec;
 
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
 use crate::ring::{
-    direct_slots, DeviceFault, IndirectTables, IndirectUse, QueueAddresses, Segment, Used,
-    UsedNotifications,
+    direct_slots, DeviceFault, IndirectTables, IndirectUse, Placement, QueueAddresses, Segment,
+    Used, UsedNotifications,
 };
-use crate::shared::SharedArray;
+use crate::shared::{SharedArray, SharedCell};
 use crate::spec::{
     need_event, SplitDesc, SplitDescFlags, SplitLayout, UsedElem, MAX_SPLIT_QUEUE_SIZE,
     VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
@@ -27,6 +27,19 @@ use crate::spec::{
 /// (at most a queue size ahead of ours) can never reach it.
 const USED_EVENT_REFRESH: u16 = 0x4000;
 
+/// The driver's private record of one descriptor, kept together so placing
+/// and freeing a chain touch one array.
+#[derive(Clone, Copy, Debug, Default)]
+struct Shadow {
+    /// The descriptor's `next`: links the free list, and inside a posted
+    /// chain its links, so freeing needs no read of device memory.
+    next: u16,
+    /// When the descriptor heads a chain: descriptors it holds (0 = not in
+    /// flight) and its last one.
+    chain_len: u16,
+    chain_tail: u16,
+}
+
 /// The driver side of one split virtqueue.
 pub(crate) struct SplitRing<H: Hal> {
     // Views into `memory`, declared before it so they are dropped first.
@@ -36,8 +49,13 @@ pub(crate) struct SplitRing<H: Hal> {
     /// `used.flags`, `used.idx` (the first 4 bytes of the used ring).
     used_header: SharedArray<AtomicU16>,
     used_ring: SharedArray<UsedElem>,
-    /// `avail_event`, after the used ring.
-    avail_event: SharedArray<AtomicU16>,
+    /// The fields read or written on every batch, reached without an index
+    /// check: `avail.idx`, `used_event`, `used.idx`, and `avail_event`
+    /// (after the used ring).
+    avail_idx_cell: SharedCell<AtomicU16>,
+    used_event_cell: SharedCell<AtomicU16>,
+    used_idx_cell: SharedCell<AtomicU16>,
+    avail_event_cell: SharedCell<AtomicU16>,
     indirect: Option<IndirectTables<H, SplitDesc>>,
     memory: DmaRegion<H>,
     layout: SplitLayout,
@@ -49,12 +67,9 @@ pub(crate) struct SplitRing<H: Hal> {
     /// Head of the free descriptor list and its length.
     free_head: u16,
     num_free: u16,
-    /// Shadow of each descriptor's `next`: links the free list, and inside a
-    /// posted chain its links, so freeing needs no read of device memory.
-    next: Vec<u16>,
-    /// Per head: descriptors the chain holds (0 = not in flight) and its last one.
-    chain_len: Vec<u16>,
-    chain_tail: Vec<u16>,
+    /// Per descriptor, what the driver wrote there or keeps about it (see
+    /// [`Shadow`]): never read back from device memory.
+    shadow: Vec<Shadow>,
     in_flight: u16,
 
     /// Our `avail.idx`; the value last published; ours `last_used_idx`.
@@ -97,18 +112,36 @@ impl<H: Hal> SplitRing<H> {
                 SharedArray::new(&memory, layout.used + 4 + 8 * n, 1),
             )
         };
+        // SAFETY: cells of the views above, fields declared before `memory`
+        // like them.
+        let (avail_idx_cell, used_event_cell, used_idx_cell, avail_event_cell) = unsafe {
+            (
+                avail.cell(1),
+                avail.cell(2 + n),
+                used_header.cell(1),
+                avail_event.cell(0),
+            )
+        };
         let indirect = match indirect {
             Some(use_) => Some(IndirectTables::new(hal, size, use_).ok_or(Error::OutOfDmaMemory)?),
             None => None,
         };
         // Free list 0 -> 1 -> ... -> size-1; the last link is never followed.
-        let next = (1..=size).collect::<Vec<u16>>();
+        let shadow = (1..=size)
+            .map(|next| Shadow {
+                next,
+                ..Shadow::default()
+            })
+            .collect::<Vec<_>>();
         Ok(SplitRing {
             desc,
             avail,
             used_header,
             used_ring,
-            avail_event,
+            avail_idx_cell,
+            used_event_cell,
+            used_idx_cell,
+            avail_event_cell,
             indirect,
             memory,
             layout,
@@ -117,9 +150,7 @@ impl<H: Hal> SplitRing<H> {
             platform: false,
             free_head: 0,
             num_free: size,
-            next,
-            chain_len: vec![0; n],
-            chain_tail: vec![0; n],
+            shadow,
             in_flight: 0,
             avail_idx: 0,
             published_idx: 0,
@@ -158,7 +189,7 @@ impl<H: Hal> SplitRing<H> {
     }
 
     fn avail_idx_field(&self) -> &AtomicU16 {
-        self.avail.get(1)
+        self.avail_idx_cell.get()
     }
 
     fn avail_entry(&self, idx: u16) -> &AtomicU16 {
@@ -166,7 +197,7 @@ impl<H: Hal> SplitRing<H> {
     }
 
     fn used_event_field(&self) -> &AtomicU16 {
-        self.avail.get(2 + usize::from(self.layout.size))
+        self.used_event_cell.get()
     }
 
     /// Descriptors a chain of `segments` takes now, if it can be placed.
@@ -185,42 +216,64 @@ impl<H: Hal> SplitRing<H> {
         }
     }
 
-    #[inline]
-    pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
-        self.descriptors_needed(segments).map(|_| self.free_head)
+    /// Where a chain of `segments` would go now, if it fits.
+    #[inline(always)]
+    pub(crate) fn reserve(&self, segments: usize) -> Option<Placement> {
+        let slots = self.descriptors_needed(segments)?;
+        Some(Placement {
+            id: self.free_head,
+            slots: slots as u16,
+        })
     }
 
-    #[inline]
+    #[cfg(test)]
+    pub(crate) fn next_id(&self, segments: usize) -> Option<u16> {
+        self.reserve(segments).map(|at| at.id)
+    }
+
+    /// Places `chain` where [`Self::reserve`] says.
+    #[cfg(test)]
     pub(crate) fn add(&mut self, chain: &[Segment]) -> u16 {
-        debug_assert!(self.next_id(chain.len()).is_some());
-        let head = self.free_head;
-        let (used_descriptors, tail) =
-            if self.descriptors_needed(chain.len()) == Some(1) && chain.len() > 1 {
-                self.write_indirect(head, chain);
-                (1, head)
-            } else {
-                self.write_direct(head, chain)
-            };
-        self.free_head = self.next[usize::from(tail)];
-        self.num_free -= used_descriptors;
-        self.chain_len[usize::from(head)] = used_descriptors;
-        self.chain_tail[usize::from(head)] = tail;
+        let at = self.reserve(chain.len()).expect("the chain fits");
+        self.add_at(at, chain);
+        at.id
+    }
+
+    /// Writes `chain` at `at`, which [`Self::reserve`] returned for it with
+    /// nothing placed in between; the device cannot see it before `commit`.
+    #[inline(always)]
+    pub(crate) fn add_at(&mut self, at: Placement, chain: &[Segment]) {
+        let head = at.id;
+        debug_assert_eq!(Some(at), self.reserve(chain.len()));
+        let tail = if at.slots == 1 && chain.len() > 1 {
+            self.write_indirect(head, chain);
+            head
+        } else {
+            self.write_direct(head, chain)
+        };
+        self.free_head = self.shadow[usize::from(tail)].next;
+        self.num_free -= at.slots;
+        let record = &mut self.shadow[usize::from(head)];
+        record.chain_len = at.slots;
+        record.chain_tail = tail;
         self.in_flight += 1;
         // The device cannot see this entry before `commit` publishes avail.idx.
         self.avail_entry(self.avail_idx)
             .store(head.to_le(), Ordering::Relaxed);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        head
     }
 
     /// Writes `chain` into free descriptors starting at `head`, following the
-    /// free list; returns how many it took and the last one.
-    fn write_direct(&mut self, head: u16, chain: &[Segment]) -> (u16, u16) {
+    /// free list; returns the last one it took.
+    #[inline(always)]
+    fn write_direct(&mut self, head: u16, chain: &[Segment]) -> u16 {
+        // One view for the whole chain: its base and length stay in registers.
+        let descs = self.desc.as_slice();
         let mut index = head;
         let mut tail = head;
         for (position, segment) in chain.iter().enumerate() {
             let last = position + 1 == chain.len();
-            let next = self.next[usize::from(index)];
+            let next = self.shadow[usize::from(index)].next;
             let mut flags = SplitDescFlags::empty();
             if segment.device_writable {
                 flags |= SplitDescFlags::WRITE;
@@ -229,7 +282,7 @@ impl<H: Hal> SplitRing<H> {
                 flags |= SplitDescFlags::NEXT;
             }
             store_desc(
-                self.desc.get(usize::from(index)),
+                &descs[usize::from(index)],
                 segment,
                 flags,
                 if last { 0 } else { next },
@@ -237,10 +290,11 @@ impl<H: Hal> SplitRing<H> {
             tail = index;
             index = next;
         }
-        (chain.len() as u16, tail)
+        tail
     }
 
     /// Writes `chain` into `head`'s indirect table and `head` to point at it.
+    #[inline(always)]
     fn write_indirect(&mut self, head: u16, chain: &[Segment]) {
         let Some(tables) = &self.indirect else {
             unreachable!("descriptors_needed said indirect")
@@ -289,7 +343,7 @@ impl<H: Hal> SplitRing<H> {
         let old = self.published_idx;
         self.published_idx = self.avail_idx;
         if self.event_idx {
-            let event = u16::from_le(self.avail_event.get(0).load(Ordering::Relaxed));
+            let event = u16::from_le(self.avail_event_cell.get().load(Ordering::Relaxed));
             need_event(event, self.avail_idx, old)
         } else {
             let flags = u16::from_le(self.used_header.get(0).load(Ordering::Relaxed));
@@ -327,15 +381,16 @@ impl<H: Hal> SplitRing<H> {
             return Err(DeviceFault::IdOutOfRange(id));
         }
         let head = id as u16;
-        let descriptors = self.chain_len[usize::from(head)];
+        let record = &mut self.shadow[usize::from(head)];
+        let descriptors = record.chain_len;
         if descriptors == 0 {
             return Err(DeviceFault::IdNotInFlight(head));
         }
-        let tail = self.chain_tail[usize::from(head)];
-        self.next[usize::from(tail)] = self.free_head;
+        record.chain_len = 0;
+        let tail = record.chain_tail;
+        self.shadow[usize::from(tail)].next = self.free_head;
         self.free_head = head;
         self.num_free += descriptors;
-        self.chain_len[usize::from(head)] = 0;
         self.in_flight -= 1;
         self.last_used = self.last_used.wrapping_add(1);
         let seq = self.consumed;
@@ -353,7 +408,7 @@ impl<H: Hal> SplitRing<H> {
     /// the elements it covers were written before this load.
     #[inline]
     fn load_used_idx(&self) -> u16 {
-        u16::from_le(self.used_header.get(1).load(Ordering::Acquire))
+        u16::from_le(self.used_idx_cell.get().load(Ordering::Acquire))
     }
 
     /// With notifications on and EVENT_IDX, moves `used_event` to what we
@@ -455,7 +510,7 @@ impl<H: Hal> SplitRing<H> {
             avail: self.avail.share(),
             used_header: self.used_header.share(),
             used_ring: self.used_ring.share(),
-            avail_event: self.avail_event.share(),
+            avail_event: self.avail_event_cell.share(),
         }
     }
 
@@ -476,8 +531,8 @@ impl<H: Hal> SplitRing<H> {
             .store(index.to_le(), Ordering::Relaxed);
         self.used_event_field()
             .store(index.to_le(), Ordering::Relaxed);
-        self.avail_event
-            .get(0)
+        self.avail_event_cell
+            .get()
             .store(index.to_le(), Ordering::Relaxed);
     }
 }
@@ -600,8 +655,8 @@ mod tests {
         r.published_idx = 65529;
         r.last_used = 65529;
         r.device_used_idx = 65529;
-        r.avail_event
-            .get(0)
+        r.avail_event_cell
+            .get()
             .store(65530u16.to_le(), Ordering::Relaxed);
         for _ in 0..8 {
             r.add(&[segment(false), segment(true)]);

@@ -2,7 +2,7 @@
 //! of `depth` 4 KiB reads on a null disk (no copy, no cross-core traffic).
 //! `rings/*` and `peers/ours/*` both measure this rig.
 
-use virtio_blk_mq::{BlkDevice, BlkQueue, Config, DmaBuffer, RingKind};
+use virtio_blk_mq::{BlkDevice, BlkQueue, Config, DmaBuffer, Rejected, RingKind};
 use virtio_blk_sim::{SimConfig, SimDevice, SimHal, SimNotifier, SimTransport};
 
 /// Bytes per read.
@@ -10,14 +10,21 @@ pub const BLOCK: usize = 4096;
 /// Sectors per read.
 pub const BLOCK_SECTORS: u64 = (BLOCK / 512) as u64;
 
+/// The queue the rig drives.
+pub type Queue = BlkQueue<SimHal, SimNotifier>;
+/// A data buffer of the rig.
+pub type Buffer = DmaBuffer<SimHal>;
+/// What submitting a read returns.
+pub type Submitted = Result<(), Rejected<SimHal>>;
+
 /// One device, one queue, and the buffers that circulate through it.
 pub struct InlineRig {
     pub sim: SimDevice,
     // Kept alive: dropping the device resets it.
     _device: BlkDevice<SimHal, SimTransport>,
-    queue: BlkQueue<SimHal, SimNotifier>,
+    queue: Queue,
     /// Buffers not in flight; exactly `depth` of them exist.
-    free: Vec<DmaBuffer<SimHal>>,
+    free: Vec<Buffer>,
     depth: u16,
     next_sector: u64,
     /// Reads start below this, so every read lies inside the disk.
@@ -70,13 +77,23 @@ impl InlineRig {
     /// Submits one read (not yet visible to the device).
     #[inline]
     pub fn submit_one(&mut self) {
+        self.submit_one_with(|queue, sector, buffer, tag| queue.read(sector, buffer, tag));
+    }
+
+    /// Submits one read through `read` (which calls [`BlkQueue::read`]),
+    /// so a caller can count the read's own instructions.
+    #[inline]
+    pub fn submit_one_with(
+        &mut self,
+        read: impl FnOnce(&mut Queue, u64, Buffer, u64) -> Submitted,
+    ) {
         let buffer = self
             .free
             .pop()
             .expect("a buffer for every request in flight");
         let sector = self.next_sector;
         self.next_sector = (sector + BLOCK_SECTORS) % self.sector_span;
-        if let Err(rejected) = self.queue.read(sector, buffer, sector) {
+        if let Err(rejected) = read(&mut self.queue, sector, buffer, sector) {
             panic!("read refused: {rejected}");
         }
         self.submitted += 1;

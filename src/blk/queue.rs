@@ -407,24 +407,28 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     #[inline]
     pub fn poll(&mut self, budget: usize, mut on_complete: impl FnMut(Completion<H>)) -> usize {
         let mut done = 0;
-        if let Some(fault) = self.inner.teardown.failure() {
-            if self.inner.fault.is_none() {
+        if self.inner.fault.is_none() {
+            if let Some(fault) = self.inner.teardown.failure() {
                 done += self.break_queue(fault, &mut on_complete);
             }
         }
+        // A broken queue (before this call, or by the device-wide failure
+        // just above) takes nothing more from the ring.
         while done < budget && self.inner.fault.is_none() {
-            let popped = self.inner.memory.ring.pop_used();
-            match popped {
+            let fault = match self.inner.memory.ring.pop_used() {
                 Ok(None) => break,
                 Ok(Some(used)) => match self.finish(used) {
                     Ok(completion) => {
                         on_complete(completion);
                         done += 1;
+                        continue;
                     }
-                    Err(fault) => done += self.break_queue(fault, &mut on_complete),
+                    Err(fault) => fault,
                 },
-                Err(fault) => done += self.break_queue(fault, &mut on_complete),
-            }
+                Err(fault) => fault,
+            };
+            done += self.break_queue(fault, &mut on_complete);
+            break;
         }
         self.inner.stats.completed += done as u64;
         if done == 0 {

@@ -71,20 +71,24 @@ impl<H: Hal> Slab<H> {
         self.region.paddr() + offset as u64
     }
 
+    #[inline]
     pub(crate) fn header_addr(&self, id: u16) -> PhysAddr {
         self.addr(usize::from(id) * BLK_REQ_HEADER_SIZE)
     }
 
+    #[inline]
     pub(crate) fn range_addr(&self, id: u16) -> PhysAddr {
         self.addr(self.slots * BLK_REQ_HEADER_SIZE + usize::from(id) * BLK_RANGE_SIZE)
     }
 
+    #[inline]
     pub(crate) fn status_addr(&self, id: u16) -> PhysAddr {
         self.addr(self.slots * (BLK_REQ_HEADER_SIZE + BLK_RANGE_SIZE) + usize::from(id))
     }
 
     /// Fills slot `id`'s header and resets its status; both are published by
     /// the ring's commit.
+    #[inline(always)]
     pub(crate) fn prepare(&self, id: u16, kind: u32, sector: u64) {
         let header = self.headers.get(usize::from(id));
         header.kind.store(kind.to_le(), Ordering::Relaxed);

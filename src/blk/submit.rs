@@ -8,7 +8,7 @@ use crate::blk::config::{RangeLimits, MAX_DATA_SEGMENTS};
 use crate::blk::queue::{BlkQueue, Op, RawSegment, Rejected};
 use crate::error::Error;
 use crate::hal::{DmaBuffer, Hal};
-use crate::ring::Segment;
+use crate::ring::{Placement, Segment};
 use crate::spec::{BLK_ID_BYTES, BLK_RANGE_SIZE, BLK_REQ_HEADER_SIZE, SECTOR_SIZE};
 use crate::transport::QueueNotifier;
 
@@ -42,7 +42,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         if !self.inner.info.flush {
             return Err(Error::NotSupported("flush"));
         }
-        self.place(Op::Flush, 0, Payload::Empty, None, tag)
+        self.place(Op::Flush, 0, Payload::Empty, tag)
     }
 
     /// Discards `sectors` sectors from `sector`.
@@ -151,7 +151,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 }
             }
         }
-        self.place(op, sector, Payload::Data(&data), None, tag)
+        self.place(op, sector, Payload::Data(&data), tag)
     }
 
     /// Checks that apply to every request.
@@ -195,6 +195,10 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         limits.ok_or(Error::NotSupported(name))
     }
 
+    /// The path of every read and write: checks, then places the request
+    /// with `buffer` moved into its slot. Inlined into each caller, where
+    /// `op` is a constant.
+    #[inline(always)]
     fn submit_buffer(
         &mut self,
         op: Op,
@@ -213,9 +217,6 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 _ => self.check_data_range(sector, len),
             }
         });
-        if let Err(error) = checked {
-            return Err(Rejected { error, buffer });
-        }
         let len = if op == Op::GetId {
             BLK_ID_BYTES as u32
         } else {
@@ -226,15 +227,13 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
             len,
             device_writable: op.device_writes_data(),
         }];
-        let mut buffer = Some(buffer);
-        match self.place(op, sector, Payload::Data(&data), Some(&mut buffer), tag) {
-            Ok(()) => Ok(()),
-            Err(error) => Err(Rejected {
-                error,
-                buffer: buffer
-                    .take()
-                    .expect("a refused buffer stays with the caller"),
-            }),
+        let payload = Payload::Data(&data);
+        match checked.and_then(|()| self.reserve(&payload)) {
+            Ok(at) => {
+                self.place_at(at, op, sector, payload, Some(buffer), tag);
+                Ok(())
+            }
+            Err(error) => Err(Rejected { error, buffer }),
         }
     }
 
@@ -269,27 +268,48 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
             sectors,
             flags,
         };
-        self.place(op, 0, Payload::Range(range), None, tag)
+        self.place(op, 0, Payload::Range(range), tag)
     }
 
-    /// Puts a checked request into the ring: header, the payload, status.
-    /// Moves `buffer` into the slot on success.
-    fn place(
+    /// Puts a checked request without a buffer of its own into the ring.
+    fn place(&mut self, op: Op, sector: u64, payload: Payload<'_>, tag: u64) -> Result<(), Error> {
+        let at = self.reserve(&payload)?;
+        self.place_at(at, op, sector, payload, None, tag);
+        Ok(())
+    }
+
+    /// Where a request of `payload` goes in the ring, or why it cannot go:
+    /// it never fits ([`Error::TooManySegments`]: waiting would not help),
+    /// or not now ([`Error::QueueFull`]).
+    #[inline(always)]
+    fn reserve(&self, payload: &Payload<'_>) -> Result<Placement, Error> {
+        let segments = payload.segments() + 2;
+        if segments > self.inner.max_chain {
+            return Err(Error::TooManySegments);
+        }
+        self.inner
+            .memory
+            .ring
+            .reserve(segments)
+            .ok_or(Error::QueueFull)
+    }
+
+    /// Puts a checked request into the ring at `at` (from [`Self::reserve`]
+    /// just before): header, the payload, status; `buffer` goes into the
+    /// slot.
+    #[inline(always)]
+    fn place_at(
         &mut self,
+        at: Placement,
         op: Op,
         sector: u64,
         payload: Payload<'_>,
-        buffer: Option<&mut Option<DmaBuffer<H>>>,
+        buffer: Option<DmaBuffer<H>>,
         tag: u64,
-    ) -> Result<(), Error> {
+    ) {
         let inner = &mut *self.inner;
         let memory = &mut *inner.memory;
-        let segments = payload.segments() + 2;
-        if segments > inner.max_chain {
-            // It would never fit: QueueFull would make the caller wait forever.
-            return Err(Error::TooManySegments);
-        }
-        let id = memory.ring.next_id(segments).ok_or(Error::QueueFull)?;
+        let id = at.id;
         memory.slab.prepare(id, op.wire_type(), sector);
         let header = Segment {
             addr: memory.slab.header_addr(id),
@@ -303,8 +323,11 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         };
         // The common shapes go to the ring as fixed arrays: no chain is
         // collected, and the writable bytes are known without a walk.
-        let (placed, data_writable) = match payload {
-            Payload::Empty => (memory.ring.add(&[header, status]), 0),
+        let data_writable = match payload {
+            Payload::Empty => {
+                memory.ring.add_at(at, &[header, status]);
+                0
+            }
             Payload::Range(range) => {
                 memory
                     .slab
@@ -314,31 +337,34 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                     len: BLK_RANGE_SIZE as u32,
                     device_writable: false,
                 };
-                (memory.ring.add(&[header, range, status]), 0)
+                memory.ring.add_at(at, &[header, range, status]);
+                0
             }
-            Payload::Data(&[one]) => (
-                memory.ring.add(&[header, one, status]),
-                if one.device_writable { one.len } else { 0 },
-            ),
+            Payload::Data(&[one]) => {
+                memory.ring.add_at(at, &[header, one, status]);
+                if one.device_writable {
+                    one.len
+                } else {
+                    0
+                }
+            }
             Payload::Data(data) => {
                 let mut chain: ArrayVec<Segment, MAX_CHAIN> = ArrayVec::new();
                 chain.push(header);
                 chain.extend(data.iter().copied());
                 chain.push(status);
-                let writable = data
-                    .iter()
+                memory.ring.add_at(at, &chain);
+                data.iter()
                     .filter(|segment| segment.device_writable)
                     .map(|segment| segment.len)
-                    .fold(0, u32::saturating_add);
-                (memory.ring.add(&chain), writable)
+                    .fold(0, u32::saturating_add)
             }
         };
-        debug_assert_eq!(placed, id);
         let slot = &mut memory.slots[usize::from(id)];
         slot.tag = tag;
         slot.op = op;
         slot.writable = data_writable.saturating_add(status.len);
-        slot.buffer = buffer.and_then(Option::take);
+        slot.buffer = buffer;
         slot.in_flight = true;
         slot.batch = inner.stats.commits + 1;
         slot.placed_at = inner.clock;
@@ -346,7 +372,6 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         slot.horizon = 0;
         inner.stats.submitted += 1;
         inner.unpublished.push(id);
-        Ok(())
     }
 }
 

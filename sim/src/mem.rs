@@ -19,8 +19,16 @@ use virtio_blk_mq::PAGE_SIZE;
 
 use crate::hal;
 
-/// Slots of the per-queue allocation cache (direct-mapped by page number).
-const CACHE_SLOTS: usize = 256;
+/// Slots of the per-queue allocation cache, direct-mapped by page number:
+/// enough that the pages of a queue's ring, slab, tables and data buffers,
+/// which the heap places close together, rarely share a slot.
+const CACHE_SLOTS: usize = 4096;
+
+/// The cache slot of the page holding `addr`.
+#[inline]
+fn cache_slot(addr: usize) -> usize {
+    (addr / PAGE_SIZE) % CACHE_SLOTS
+}
 
 /// Cached "is this in DMA memory" checks for one queue.
 pub(crate) struct MemCheck {
@@ -33,7 +41,11 @@ impl MemCheck {
     pub(crate) fn new() -> MemCheck {
         MemCheck {
             epoch: hal::free_epoch(),
-            cache: Box::new([(0, 0); CACHE_SLOTS]),
+            // Built on the heap: 64 KiB is too much for a test thread's stack.
+            cache: vec![(0, 0); CACHE_SLOTS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("CACHE_SLOTS entries"),
         }
     }
 
@@ -64,7 +76,7 @@ impl MemCheck {
         }
         if let (Ok(start), Ok(size)) = (usize::try_from(addr), usize::try_from(len)) {
             if let Some(end) = start.checked_add(size) {
-                let (s, l) = self.cache[(start / PAGE_SIZE) % CACHE_SLOTS];
+                let (s, l) = self.cache[cache_slot(start)];
                 // `s + l` cannot overflow: it is the end of a live allocation.
                 if start >= s && end <= s + l {
                     return Ok(GuestRange { start, len: size });
@@ -83,8 +95,7 @@ impl MemCheck {
         let start = usize::try_from(addr).map_err(|_| fault())?;
         let len = usize::try_from(len).map_err(|_| fault())?;
         start.checked_add(len).ok_or_else(fault)?;
-        let slot = (start / PAGE_SIZE) % CACHE_SLOTS;
-        self.cache[slot] = hal::find_allocation(start, len).ok_or_else(fault)?;
+        self.cache[cache_slot(start)] = hal::find_allocation(start, len).ok_or_else(fault)?;
         Ok(GuestRange { start, len })
     }
 }
@@ -345,8 +356,11 @@ impl PackedAreas {
 
     /// Descriptor `i % size`.
     pub(crate) fn desc(&self, i: u16) -> &PackedDesc {
-        // SAFETY: the ring holds `size` descriptors, checked in `new`; atomics only.
-        unsafe { &*self.desc.as_ptr().add(self.slots.of(i)) }
+        // Positions are below `size`; the `min` only keeps a wrong one in bounds.
+        let slot = usize::from(i.min(self.slots.size - 1));
+        // SAFETY: the ring holds `size` descriptors, checked in `new` (which
+        // fails for size 0: no descriptor fits), and `slot < size`; atomics only.
+        unsafe { &*self.desc.as_ptr().add(slot) }
     }
 
     /// The driver event suppression structure (read by the device).

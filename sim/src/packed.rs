@@ -51,8 +51,16 @@ pub(crate) fn used_flags(wrap: bool, len: u32) -> u16 {
 }
 
 /// True when `flags` mark a descriptor available in the lap of wrap counter `wrap` (§2.8.1).
+#[inline]
 fn is_avail(flags: PackedDescFlags, wrap: bool) -> bool {
-    flags.contains(PackedDescFlags::AVAIL) == wrap && flags.contains(PackedDescFlags::USED) != wrap
+    // AVAIL == wrap and USED != wrap: of the two bits, exactly the one the
+    // lap says.
+    let expected = if wrap {
+        PackedDescFlags::AVAIL
+    } else {
+        PackedDescFlags::USED
+    };
+    flags.intersection(PackedDescFlags::AVAIL | PackedDescFlags::USED) == expected
 }
 
 impl PackedRing {

@@ -151,6 +151,29 @@ impl GuestRange {
         unsafe { core::ptr::read_unaligned((self.start + offset) as *const [u8; N]) }
     }
 
+    /// Entry `i` of a table of 16-byte descriptors filling the range (split
+    /// and packed descriptors share the layout up to their last four bytes):
+    /// `(addr, len, u16 at byte 12, u16 at byte 14)`, little-endian; `None`
+    /// past the end of the range.
+    #[inline]
+    pub(crate) fn desc16(&self, i: usize) -> Option<(u64, u32, u16, u16)> {
+        let offset = i.checked_mul(16)?;
+        if offset >= self.len || self.len - offset < 16 {
+            return None;
+        }
+        let at = self.start + offset;
+        // SAFETY: as in `read`, with `offset + 16 <= len` checked above;
+        // unaligned reads of plain integers.
+        unsafe {
+            Some((
+                u64::from_le(core::ptr::read_unaligned(at as *const u64)),
+                u32::from_le(core::ptr::read_unaligned((at + 8) as *const u32)),
+                u16::from_le(core::ptr::read_unaligned((at + 12) as *const u16)),
+                u16::from_le(core::ptr::read_unaligned((at + 14) as *const u16)),
+            ))
+        }
+    }
+
     /// Writes `byte` at `offset` bytes into the range (nothing when the range
     /// is shorter).
     #[inline]

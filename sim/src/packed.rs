@@ -324,6 +324,7 @@ impl ChainRing for PackedRing {
 
 /// Reads a packed-format indirect table of `len` bytes at `addr` (§2.8.7):
 /// its descriptors are used in order, WRITE is their only valid flag.
+#[inline(always)]
 fn walk_indirect(mem: &mut MemCheck, addr: u64, len: u32, out: &mut Segs) -> Result<(), String> {
     if len == 0 || len & 15 != 0 {
         return Err(format!(
@@ -335,20 +336,20 @@ fn walk_indirect(mem: &mut MemCheck, addr: u64, len: u32, out: &mut Segs) -> Res
         .map_err(|e| format!("indirect table: {e}"))?;
     let mut fault = Ok(());
     for i in 0..(len / 16) as usize {
-        // `i < len / 16`: the 16 bytes lie inside the table.
-        let b: [u8; 16] = table.read_array(i * 16);
-        let flags = PackedDescFlags::from_bits_retain(u16::from_le_bytes([b[14], b[15]]));
+        // `i < len / 16`: the entry lies inside the table.
+        let Some((addr, len, _id, flags)) = table.desc16(i) else {
+            break;
+        };
+        let flags = PackedDescFlags::from_bits_retain(flags);
         if !(flags - PackedDescFlags::WRITE).is_empty() && fault.is_ok() {
             fault = Err(format!(
                 "indirect descriptor {i} sets flags {:#x}; only WRITE is allowed (§2.8.7)",
                 flags.bits()
             ));
         }
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&b[0..8]);
         out.push(RawSeg {
-            addr: u64::from_le_bytes(a),
-            len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            addr,
+            len,
             write: flags.contains(PackedDescFlags::WRITE),
         });
     }

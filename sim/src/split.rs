@@ -280,6 +280,7 @@ impl ChainRing for SplitRing {
 }
 
 /// Reads a split-format indirect table of `len` bytes at `addr` (§2.7.5.3).
+#[inline(always)]
 fn walk_indirect(mem: &mut MemCheck, addr: u64, len: u32, out: &mut Segs) -> Result<(), String> {
     if len == 0 || len & 15 != 0 {
         return Err(format!(
@@ -292,23 +293,23 @@ fn walk_indirect(mem: &mut MemCheck, addr: u64, len: u32, out: &mut Segs) -> Res
     let n = (len / 16) as u16;
     let mut i = 0u16;
     for _ in 0..n {
-        // `i < n`, so the 16 bytes lie inside the table's `16 * n`.
-        let b: [u8; 16] = table.read_array(usize::from(i) * 16);
-        let flags = SplitDescFlags::from_bits_retain(u16::from_le_bytes([b[12], b[13]]));
+        // `i < n`: the entry lies inside the table's `16 * n` bytes.
+        let Some((addr, len, flags, next)) = table.desc16(usize::from(i)) else {
+            break;
+        };
+        let flags = SplitDescFlags::from_bits_retain(flags);
         if flags.contains(SplitDescFlags::INDIRECT) {
             return Err("INDIRECT descriptor inside an indirect table (§2.7.5.3.1)".into());
         }
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&b[0..8]);
         out.push(RawSeg {
-            addr: u64::from_le_bytes(a),
-            len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            addr,
+            len,
             write: flags.contains(SplitDescFlags::WRITE),
         });
         if !flags.contains(SplitDescFlags::NEXT) {
             return Ok(());
         }
-        i = u16::from_le_bytes([b[14], b[15]]);
+        i = next;
         if i >= n {
             return Err(format!(
                 "indirect descriptor chains to {i}, the table has {n}"

@@ -281,6 +281,91 @@ fn split_indirect_chain_is_served() {
 }
 
 #[test]
+fn split_malformed_indirect_tables_are_violations_and_the_ring_goes_on() {
+    use virtio_blk_mq::spec::{SplitDesc, SplitDescFlags};
+
+    use super::Dma;
+
+    const NEXT: SplitDescFlags = SplitDescFlags::NEXT;
+    const WRITE: SplitDescFlags = SplitDescFlags::WRITE;
+    let f = base() | Features::INDIRECT_DESC;
+    let (dev, mut t) = negotiate(ram(16), f);
+    let mut q = MockSplit::new(&mut t, 0, 8, f);
+    driver_ok(&mut t);
+    // Each case: the table's entries as (which buffer of the FLUSH: 0 header,
+    // 1 status; flags; next), its length in bytes, and the words the
+    // violation names.
+    // Whether the device found the status byte before the fault decides
+    // whether the request completes with IOERR or with nothing written.
+    type Case<'a> = (&'a [(usize, SplitDescFlags, u16)], u32, &'a str, bool);
+    let cases: [Case; 4] = [
+        (
+            &[(0, NEXT, 1), (1, SplitDescFlags::INDIRECT, 0)],
+            32,
+            "INDIRECT descriptor inside",
+            false,
+        ),
+        (
+            &[(0, NEXT, 1), (1, WRITE | NEXT, 7)],
+            32,
+            "chains to 7",
+            true,
+        ),
+        (&[(0, NEXT, 1), (1, WRITE | NEXT, 0)], 32, "loop", true),
+        (&[(0, NEXT, 1), (1, WRITE, 0)], 24, "multiple of 16", false),
+    ];
+    for (entries, table_len, words, status_found) in cases {
+        let r = Req::new(req_type::FLUSH, 0, 0);
+        let untouched = r.status();
+        let segs = r.segs();
+        let table = Dma::new(16 * entries.len());
+        for (k, &(buffer, flags, next)) in entries.iter().enumerate() {
+            let (addr, len, _) = segs[buffer];
+            let d: &SplitDesc = table.at(16 * k);
+            d.addr
+                .store(addr.to_le(), core::sync::atomic::Ordering::Relaxed);
+            d.len
+                .store(len.to_le(), core::sync::atomic::Ordering::Relaxed);
+            d.flags
+                .store(flags.bits().to_le(), core::sync::atomic::Ordering::Relaxed);
+            d.next
+                .store(next.to_le(), core::sync::atomic::Ordering::Relaxed);
+        }
+        let head = q.free.pop().expect("free descriptor");
+        q.write_desc(head, table.addr(), table_len, SplitDescFlags::INDIRECT, 0);
+        q.tables.insert(head, table);
+        q.chains.insert(head, vec![head]);
+        q.put_avail(head);
+        q.publish();
+        let before = dev.violations().len();
+        assert_eq!(dev.step(0), 1, "{words}: completed");
+        let used = q.used();
+        assert_eq!(used.len(), 1, "{words}");
+        let violations = dev.violations();
+        assert_eq!(violations.len(), before + 1, "{words}: {violations:?}");
+        assert!(
+            violations[before].contains(words),
+            "{words}: {}",
+            violations[before]
+        );
+        if status_found {
+            assert_eq!(r.status(), blk_status::IOERR, "{words}");
+            assert_eq!(used[0].1, 1, "{words}: the status byte was written");
+        } else {
+            assert_eq!(r.status(), untouched, "{words}");
+            assert_eq!(used[0].1, 0, "{words}: nothing was written");
+        }
+    }
+    // The ring still serves a good request.
+    let r = Req::new(req_type::FLUSH, 0, 0);
+    q.add_indirect(&r.segs());
+    q.publish();
+    assert_eq!(dev.step(0), 1);
+    assert_eq!(r.status(), blk_status::OK);
+    assert_eq!(dev.violations().len(), 4);
+}
+
+#[test]
 fn split_indirect_without_feature_is_a_violation_completed_with_ioerr() {
     let (dev, mut t) = negotiate(SimConfig::default(), base());
     let mut q = MockSplit::new(&mut t, 0, 2, base());

@@ -324,7 +324,6 @@ impl ChainRing for PackedRing {
 
 /// Reads a packed-format indirect table of `len` bytes at `addr` (§2.8.7):
 /// its descriptors are used in order, WRITE is their only valid flag.
-#[inline(always)]
 fn walk_indirect(mem: &mut MemCheck, addr: u64, len: u32, out: &mut Segs) -> Result<(), String> {
     if len == 0 || len & 15 != 0 {
         return Err(format!(

@@ -280,7 +280,6 @@ impl ChainRing for SplitRing {
 }
 
 /// Reads a split-format indirect table of `len` bytes at `addr` (§2.7.5.3).
-#[inline(always)]
 fn walk_indirect(mem: &mut MemCheck, addr: u64, len: u32, out: &mut Segs) -> Result<(), String> {
     if len == 0 || len & 15 != 0 {
         return Err(format!(

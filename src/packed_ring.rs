@@ -443,6 +443,31 @@ impl<H: Hal> PackedRing<H> {
     }
 }
 
+/// Diagnostics (see [`crate::snapshot`]): read-only, never on the I/O path.
+impl<H: Hal> PackedRing<H> {
+    pub(crate) fn snapshot(&self) -> crate::snapshot::PackedSnapshot {
+        let driver = self.driver_event.get(0);
+        let device = self.device_event.get(0);
+        let at_used = self.desc.get(usize::from(self.next_used));
+        crate::snapshot::PackedSnapshot {
+            size: self.layout.size,
+            in_flight: self.in_flight,
+            next_avail: self.next_avail,
+            avail_wrap: self.avail_wrap,
+            next_used: self.next_used,
+            used_wrap: self.used_wrap,
+            driver_event_flags: u16::from_le(driver.flags.load(Ordering::Relaxed)),
+            driver_event_off_wrap: u16::from_le(driver.off_wrap.load(Ordering::Relaxed)),
+            // Acquire: read the device's structure and descriptor as they are now.
+            device_event_flags: u16::from_le(device.flags.load(Ordering::Acquire)),
+            device_event_off_wrap: u16::from_le(device.off_wrap.load(Ordering::Acquire)),
+            flags_at_next_used: u16::from_le(at_used.flags.load(Ordering::Acquire)),
+            id_at_next_used: u16::from_le(at_used.id.load(Ordering::Relaxed)),
+            event_idx: self.event_idx,
+        }
+    }
+}
+
 /// Fills a descriptor's address, length and id; the flags are stored by the caller.
 #[inline]
 fn store_desc(desc: &PackedDesc, segment: &Segment, id: u16) {

@@ -99,6 +99,27 @@ pub struct GuestArgs {
     /// than its poll queues.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub device_queues: Option<u16>,
+    /// Ring entries per queue (default: twice --iodepth, within 256): up to
+    /// QEMU's 256; a power of two for split rings.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub queue_size: Option<u16>,
+    /// Do not negotiate VIRTIO_F_EVENT_IDX (doorbells and interrupts then
+    /// follow the flags only).
+    #[arg(long)]
+    pub no_event_idx: bool,
+    /// Break the device on purpose while the job runs, to check how the
+    /// guest reports it. `needs-reset`: an extra vCPU submits a read into
+    /// memory that does not exist; QEMU sets DEVICE_NEEDS_RESET (and says
+    /// why on its stderr). Adds a vCPU and a device queue.
+    #[arg(long, value_enum)]
+    pub inject: Option<Inject>,
+}
+
+/// Faults `--inject` provokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Inject {
+    /// A request QEMU cannot map: DEVICE_NEEDS_RESET.
+    NeedsReset,
 }
 
 /// Virtqueue layout.

@@ -194,3 +194,54 @@ fn bad_flags_are_refused_before_qemu_runs() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--verify needs a disk"));
 }
+
+/// `--inject needs-reset` makes QEMU hit virtio_error() mid-job: the device
+/// sets DEVICE_NEEDS_RESET and stops. The guest must notice (from the
+/// configuration-change interrupt, or in poll mode from its periodic status
+/// check), fail the queue's requests at once and say why; without the check
+/// they read as "requests never completed" after the drain timeout. Split
+/// ring: QEMU 7.2 spins forever in virtio_blk_handle_vq when a packed-ring
+/// device breaks (virtio_queue_packed_empty ignores vdev->broken), so the
+/// packed case cannot end at all (see the README).
+fn needs_reset_fails_the_job_at_once(mode: &str) {
+    let output = guest(&[
+        "--ring",
+        "split",
+        "--mode",
+        mode,
+        "--inject",
+        "needs-reset",
+        "--runtime",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("the job ran and failed"), "{stderr}");
+    assert!(
+        stderr.contains("virtio: bogus descriptor"),
+        "QEMU's reason is shown: {stderr}"
+    );
+    assert!(
+        stdout.contains("the device set DEVICE_NEEDS_RESET"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failed: device broke the virtio protocol"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("never completed"), "{stdout}");
+    assert!(!stdout.contains("vblk-guest: stall:"), "{stdout}");
+    let json = report(&output);
+    assert!(json["vblk"]["errors"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn needs_reset_is_seen_on_the_configuration_interrupt() {
+    needs_reset_fails_the_job_at_once("irq");
+}
+
+#[test]
+fn needs_reset_is_seen_by_the_status_check_in_poll_mode() {
+    needs_reset_fails_the_job_at_once("poll");
+}

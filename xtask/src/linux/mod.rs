@@ -55,6 +55,13 @@ pub fn fit_job(args: &mut GuestArgs) -> Result<Option<String>, String> {
             "linux-fio does not verify data (use cargo xtask guest --verify for that)".into(),
         );
     }
+    if args.queue_size.is_some() || args.no_event_idx || args.inject.is_some() {
+        return Err(
+            "--queue-size, --no-event-idx and --inject configure our guest's driver; \
+             linux-fio cannot pass them to Linux"
+                .into(),
+        );
+    }
     if args.transport == TransportKind::Mmio {
         return Err(
             "--transport mmio: Debian's kernel finds virtio-mmio devices only through ACPI or a \

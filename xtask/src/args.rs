@@ -26,6 +26,11 @@ pub enum Task {
     /// over a matrix of jobs; print one table.
     #[command(mut_arg("memory", |a| a.default_value("1G")))]
     Compare(crate::compare::CompareArgs),
+    /// Run the guest many times over a matrix of modes, rings, iothread
+    /// on/off, depths and ring sizes; count passes, stalls (and what the
+    /// stall report found) and errors; print a table.
+    #[command(mut_arg("runtime", |a| a.default_value("1")))]
+    Soak(crate::soak::SoakArgs),
 }
 
 /// One guest run.

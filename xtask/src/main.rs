@@ -9,12 +9,17 @@
 //! `cargo xtask linux-fio [flags]` runs the same job with Linux's virtio_blk
 //! and real fio on the same QEMU line; `cargo xtask compare` runs both guests
 //! over a matrix of jobs and prints one table.
+//!
+//! `cargo xtask soak` runs our guest many times over a matrix of modes,
+//! rings, iothread on/off, depths and ring sizes and counts how each run
+//! ended (passed, stalled and what the stall report found, failed).
 #![deny(missing_docs)]
 
 mod args;
 mod compare;
 mod linux;
 mod qemu;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -41,6 +46,13 @@ fn main() -> ExitCode {
             Ok(outcome) => outcome.exit_code(),
             Err(error) => {
                 eprintln!("xtask compare: error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        args::Task::Soak(soak) => match soak::run(&soak) {
+            Ok(outcome) => outcome.exit_code(),
+            Err(error) => {
+                eprintln!("xtask soak: error: {error}");
                 ExitCode::from(2)
             }
         },

@@ -108,6 +108,14 @@ pub struct GuestArgs {
     /// QEMU's 256; a power of two for split rings.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub queue_size: Option<u16>,
+    /// QEMU's `maxcpus` (default: at least 2 under TCG, --smp under KVM).
+    /// TCG elides a guest's memory barriers (mfence, lock-prefixed
+    /// instructions) when the machine can have only one CPU, but virtio
+    /// devices run in other host threads (an iothread, the main loop) and
+    /// need them: with `--maxcpus 1` a single-vCPU guest can lose doorbells
+    /// and interrupts. A CPU that is possible but not present costs nothing.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub maxcpus: Option<u16>,
     /// Do not negotiate VIRTIO_F_EVENT_IDX (doorbells and interrupts then
     /// follow the flags only).
     #[arg(long)]

@@ -219,7 +219,13 @@ fn qemu_args(
     } else {
         push(&["-accel", "tcg,thread=multi"]);
     }
-    let smp = smp.to_string();
+    // TCG gives the guest's barriers to the host only when the machine may
+    // have more than one CPU (CF_PARALLEL); the device's threads need them.
+    let maxcpus = args
+        .maxcpus
+        .unwrap_or(if kvm { smp } else { smp.max(2) })
+        .max(smp);
+    let smp = format!("{smp},maxcpus={maxcpus}");
     push(&[
         "-smp",
         &smp,

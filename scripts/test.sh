@@ -32,8 +32,13 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== guest kernel: fmt, clippy (its own workspace)"
 cargo fmt --manifest-path guest/Cargo.toml -- --check
 cargo clippy --manifest-path guest/Cargo.toml -- -D warnings
+echo "== cargo xtask kerla (the kext inside the real Kerla: build, boot, host-side disk check)"
+cargo xtask kerla
 echo "== cargo test"
 cargo test --workspace
+echo "== loom: the rings' publish/notify/re-arm protocol, model-checked (bounded, about a minute)"
+# Its own target dir and profile: --cfg loom must not invalidate the main build.
+RUSTFLAGS="--cfg loom" cargo test --profile loom -p virtio-blk-mq --lib --target-dir target/loom loom_model
 echo "== cargo test --benches (each criterion bench runs once, as a test)"
 cargo test --benches
 echo "== cargo test (vhost-user, against qemu-storage-daemon)"

@@ -12,7 +12,7 @@ mod teardown;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-pub use config::{Config, DeviceInfo, Mode, RangeLimits, MAX_DATA_SEGMENTS};
+pub use config::{Config, DeviceInfo, Mode, RangeLimits, Rekick, MAX_DATA_SEGMENTS};
 pub use queue::{BlkQueue, Completion, Op, QueueStats, RawSegment, Rejected};
 pub use recovery::{Overdue, Recovered};
 
@@ -170,7 +170,7 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
                 max_in_flight: config.max_requests,
             });
         let event_idx = info.features.contains(Features::EVENT_IDX);
-        let ring = match info.ring {
+        let mut ring = match info.ring {
             RingKind::Packed => Ring::Packed(PackedRing::new(hal, size, event_idx, indirect)?),
             // Split rings need a power of two; take the largest one that fits.
             RingKind::Split => {
@@ -182,18 +182,10 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
                 Ring::Split(SplitRing::new(hal, size, event_idx, indirect)?)
             }
         };
+        ring.set_order_platform(info.features.contains(Features::ORDER_PLATFORM));
         transport.setup_queue(index, ring.size(), ring.addresses())?;
         let notifier = transport.notifier(index);
-        BlkQueue::new(
-            hal,
-            index,
-            ring,
-            notifier,
-            *info,
-            config.mode,
-            teardown.clone(),
-        )
-        .map(Some)
+        BlkQueue::new(hal, index, ring, notifier, *info, config, teardown.clone()).map(Some)
     }
 
     /// What was negotiated and read from the device.
@@ -274,9 +266,14 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
     }
 
     /// Resets one broken queue alone and sets it up again (VIRTIO_F_RING_RESET,
-    /// VIRTIO 1.2 §2.6.1), leaving the other queues running. Requests in
-    /// flight and buffers kept back come back through `on_recovered`, as with
-    /// [`BlkDevice::recover`].
+    /// VIRTIO 1.2 §2.6.1), leaving the other queues running. Requests still
+    /// in flight complete through `on_recovered` with
+    /// [`Error::DeviceBroken`], but without their buffers: unlike
+    /// [`BlkDevice::recover`], the buffers (and those kept back when the
+    /// queue broke) and the old queue's memory stay parked until the next
+    /// full device reset, which frees them. A device may finish requests it
+    /// had already taken after a queue reset (QEMU's virtio-blk has no
+    /// queue-reset handler), so only a device reset proves it let go.
     ///
     /// Refused with [`Error::NotSupported`] without RING_RESET and with
     /// [`Error::DeviceBroken`] once the whole device has failed; the queue
@@ -308,8 +305,9 @@ impl<H: Hal, T: Transport> BlkDevice<H, T> {
         if let Err(error) = self.transport.reset_queue(index) {
             return refuse(error.into(), queue);
         }
-        // The device has let go of this queue's memory (§2.6.1).
-        queue.reclaim(&mut on_recovered);
+        // §2.6.1 says the device has let go of the queue; buffers and memory
+        // wait for a device reset all the same (see above).
+        queue.retire_after_queue_reset(&mut on_recovered);
         let not_set_up = |error| NotRecovered { error, queue: None };
         Self::setup_queue(
             &self.hal,

@@ -136,10 +136,23 @@ impl<H: Hal> DmaBuffer<H> {
     }
 
     /// The contents.
+    ///
+    /// Only a buffer the caller owns can be read: one never submitted, or
+    /// handed back by a completion or a recovery. The driver hands a buffer
+    /// back only once the device is done with it by the protocol (its
+    /// request completed) or cannot reach it any more (the device was
+    /// reset); a request failed because the device broke keeps its buffer
+    /// until that reset. A device that completes a request and goes on
+    /// writing its buffer breaks the protocol in a way no driver can see
+    /// (README, SECURITY: confine such a device with an IOMMU or bounce
+    /// buffers).
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the region holds at least `len` initialised (zeroed) bytes and
-        // is owned by self; the device cannot write it while we hold it, because
-        // a buffer in flight is owned by the queue, not by a caller.
+        // is owned by self. A buffer in flight is owned by the queue, not by a
+        // caller, and comes back only when the device is done with it or was
+        // reset (see above), so no device write races this borrow unless the
+        // device breaks the protocol undetectably, which the threat model
+        // leaves to an IOMMU.
         unsafe { core::slice::from_raw_parts(self.region.vaddr().as_ptr(), self.len) }
     }
 

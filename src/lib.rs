@@ -18,9 +18,12 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod barrier;
 pub mod blk;
 pub mod error;
 pub mod hal;
+#[cfg(all(test, loom))]
+mod loom_model;
 pub mod mq;
 mod packed_ring;
 mod ring;
@@ -33,7 +36,7 @@ pub mod transport;
 
 pub use blk::{
     BlkDevice, BlkQueue, Completion, Config, DeviceInfo, Mode, NotRecovered, Op, Overdue,
-    QueueStats, RangeLimits, RawSegment, Recovered, Rejected, MAX_DATA_SEGMENTS,
+    QueueStats, RangeLimits, RawSegment, Recovered, Rejected, Rekick, MAX_DATA_SEGMENTS,
 };
 pub use error::Error;
 pub use hal::{DmaBuffer, Hal, PhysAddr, PAGE_SIZE};

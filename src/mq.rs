@@ -100,6 +100,10 @@ pub trait IrqWait {
 /// - `Hybrid`: spins up to `spin_budget` times; then arms, re-checks, sleeps,
 ///   and disarms again once woken, so a busy queue stays interrupt-free.
 ///
+/// Requests placed but not yet committed are published first
+/// ([`BlkQueue::commit`]): the device cannot complete what it cannot see, so
+/// waiting for them without publishing would never end.
+///
 /// Returns whether a completion is pending. Returns at once when nothing is
 /// in flight or the queue is broken, so it never waits for what cannot come.
 pub fn wait_for_completions<H, N, W>(
@@ -115,6 +119,7 @@ where
     if queue.in_flight() == 0 || queue.fault().is_some() {
         return queue.completions_pending();
     }
+    queue.commit();
     if queue.mode() != Mode::Interrupt {
         for _ in 0..spin_budget {
             if queue.completions_pending() {

@@ -5,9 +5,10 @@
 //! private shadows; the only device-written values it reads are used
 //! descriptors and the device event suppression structure, and it checks both.
 
+use crate::barrier;
+use crate::sync::atomic::{AtomicU32, Ordering};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, Ordering};
 
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
@@ -28,11 +29,16 @@ pub(crate) struct PackedRing<H: Hal> {
     // Views into `memory`, declared before it so they are dropped first.
     desc: SharedArray<PackedDesc>,
     driver_event: SharedArray<EventSuppress>,
-    device_event: SharedArray<EventSuppress>,
+    /// The device's event suppression structure, read as one 32-bit word
+    /// (`off_wrap` in the low half, `flags` in the high half, little-endian)
+    /// so `flags` and `off_wrap` always come from the same device write.
+    device_event: SharedArray<AtomicU32>,
     indirect: Option<IndirectTables<H, PackedDesc>>,
     memory: DmaRegion<H>,
     layout: PackedLayout,
     event_idx: bool,
+    /// VIRTIO_F_ORDER_PLATFORM: the device is hardware (see `barrier`).
+    platform: bool,
 
     /// Ring slots not holding a posted descriptor.
     num_free: u16,
@@ -57,6 +63,9 @@ pub(crate) struct PackedRing<H: Hal> {
     batch_chains: u16,
     /// Used descriptors consumed since the ring was set up (see `Used::seq`).
     consumed: u64,
+    notifications: UsedNotifications,
+    /// Value last written to the driver event `off_wrap` (EVENT_IDX).
+    event_off_wrap: u16,
 }
 
 impl<H: Hal> PackedRing<H> {
@@ -97,6 +106,7 @@ impl<H: Hal> PackedRing<H> {
             memory,
             layout,
             event_idx,
+            platform: false,
             num_free: size,
             free_id_head: 0,
             next_free_id,
@@ -110,6 +120,8 @@ impl<H: Hal> PackedRing<H> {
             batch_slots: 0,
             batch_chains: 0,
             consumed: 0,
+            notifications: UsedNotifications::On,
+            event_off_wrap: 0,
         })
     }
 
@@ -120,6 +132,11 @@ impl<H: Hal> PackedRing<H> {
             driver: base + self.layout.driver_event as u64,
             device: base + self.layout.device_event as u64,
         }
+    }
+
+    /// Uses the platform's DMA barriers too (VIRTIO_F_ORDER_PLATFORM).
+    pub(crate) fn set_order_platform(&mut self, on: bool) {
+        self.platform = on;
     }
 
     pub(crate) fn size(&self) -> u16 {
@@ -266,23 +283,25 @@ impl<H: Hal> PackedRing<H> {
             return false;
         };
         // Rule 1: every descriptor of the batch, and every later head, is
-        // written before the first head's flags hand the batch over (Release).
+        // written before the first head's flags hand the batch over (Release;
+        // for a hardware device, the platform's write barrier too).
+        barrier::before_publish(self.platform);
         self.desc
             .get(usize::from(head))
             .flags
             .store(flags.to_le(), Ordering::Release);
         // Rule 2: publish before reading the device's event suppression state.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         let added = self.batch_slots;
         self.batch_slots = 0;
         self.batch_chains = 0;
-        let event = self.device_event.get(0);
-        match u16::from_le(event.flags.load(Ordering::Relaxed)) {
+        // One load: flags and off_wrap from the same device write, never a
+        // new `flags` with a stale `off_wrap` (or the other way round).
+        let snapshot = u32::from_le(self.device_event.get(0).load(Ordering::Relaxed));
+        let (off_wrap, flags) = (snapshot as u16, (snapshot >> 16) as u16);
+        match flags {
             packed_event::DISABLE => false,
-            packed_event::DESC if self.event_idx => {
-                let off_wrap = u16::from_le(event.off_wrap.load(Ordering::Relaxed));
-                self.event_in_batch(off_wrap, added)
-            }
+            packed_event::DESC if self.event_idx => self.event_in_batch(off_wrap, added),
             _ => true,
         }
     }
@@ -304,7 +323,7 @@ impl<H: Hal> PackedRing<H> {
         old <= event && event < new
     }
 
-    /// The descriptor at `next_used`, if the device has used it in the current lap.
+    /// Whether the descriptor at `next_used` is used in the current lap.
     ///
     /// Only read while a published chain is outstanding: then the slot holds
     /// either our available descriptor (AVAIL = wrap, USED = !wrap) or the
@@ -312,9 +331,9 @@ impl<H: Hal> PackedRing<H> {
     /// (§2.8.1). With nothing published the slot is ours, perhaps the held-back
     /// head of the next batch, and a "used" mark there cannot be genuine.
     #[inline]
-    fn used_ready(&self) -> Result<Option<&PackedDesc>, DeviceFault> {
+    fn used_ready(&self) -> Result<bool, DeviceFault> {
         if self.in_flight == self.batch_chains {
-            return Ok(None);
+            return Ok(false);
         }
         let desc = self.desc.get(usize::from(self.next_used));
         // Rule 3: Acquire on the flags before reading id and len.
@@ -323,8 +342,8 @@ impl<H: Hal> PackedRing<H> {
         let avail = flags.contains(PackedDescFlags::AVAIL);
         let used = flags.contains(PackedDescFlags::USED);
         match (avail == self.used_wrap, used == self.used_wrap) {
-            (true, true) => Ok(Some(desc)),
-            (true, false) => Ok(None),
+            (true, true) => Ok(true),
+            (true, false) => Ok(false),
             _ => Err(DeviceFault::BadUsedFlags {
                 slot: self.next_used,
                 flags: raw,
@@ -335,14 +354,18 @@ impl<H: Hal> PackedRing<H> {
     #[inline]
     pub(crate) fn has_used(&self) -> bool {
         // A fault counts as "something to poll": poll() will report it.
-        !matches!(self.used_ready(), Ok(None))
+        !matches!(self.used_ready(), Ok(false))
     }
 
     #[inline]
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
-        let Some(desc) = self.used_ready()? else {
+        // Rule 4: when the event position moved, look again after the fence.
+        let ready = self.used_ready()? || (self.follow_used_event() && self.used_ready()?);
+        if !ready {
             return Ok(None);
-        };
+        }
+        barrier::after_consume(self.platform);
+        let desc = self.desc.get(usize::from(self.next_used));
         let id = u16::from_le(desc.id.load(Ordering::Relaxed));
         let len = u32::from_le(desc.len.load(Ordering::Relaxed));
         if id >= self.layout.size {
@@ -362,6 +385,43 @@ impl<H: Hal> PackedRing<H> {
         let seq = self.consumed;
         self.consumed += 1;
         Ok(Some(Used { id, len, seq }))
+    }
+
+    /// `off_wrap` naming the next used position (§2.8.10).
+    fn next_used_off_wrap(&self) -> u16 {
+        let wrap = if self.used_wrap {
+            packed_event::WRAP_BIT
+        } else {
+            0
+        };
+        self.next_used | wrap
+    }
+
+    /// With notifications on and EVENT_IDX, moves the driver event
+    /// `off_wrap` to the next used position, so the device notifies at the
+    /// next completion after the ones we took (§2.8.10): a queue drained from
+    /// its interrupt handler stays armed without calling `arm_and_check`.
+    /// True when it moved it and fenced; the caller must then look again.
+    #[inline]
+    fn follow_used_event(&mut self) -> bool {
+        if !self.event_idx || self.notifications == UsedNotifications::Off {
+            return false;
+        }
+        let off_wrap = self.next_used_off_wrap();
+        if off_wrap == self.event_off_wrap {
+            return false;
+        }
+        self.event_off_wrap = off_wrap;
+        // `flags` is DESC already (set by `arm_and_check`); only the position moves.
+        self.driver_event
+            .get(0)
+            .off_wrap
+            .store(off_wrap.to_le(), Ordering::Relaxed);
+        // Rule 4: the new position is visible before we look at the ring
+        // again; pairs with the device's fence between writing a used
+        // descriptor and reading our event suppression structure.
+        barrier::full(self.platform);
+        true
     }
 
     /// The ring position `slots` on from `(position, wrap)`.
@@ -402,6 +462,7 @@ impl<H: Hal> PackedRing<H> {
     }
 
     pub(crate) fn set_used_notifications(&mut self, mode: UsedNotifications) {
+        self.notifications = mode;
         match mode {
             UsedNotifications::Off => self
                 .driver_event
@@ -417,19 +478,19 @@ impl<H: Hal> PackedRing<H> {
     /// Rule 4: ask for a notification at the next used descriptor, fence, and
     /// report whether one is already there.
     pub(crate) fn arm_and_check(&mut self) -> bool {
+        self.notifications = UsedNotifications::On;
         let event = self.driver_event.get(0);
         if self.event_idx {
-            let wrap = if self.used_wrap {
-                packed_event::WRAP_BIT
-            } else {
-                0
-            };
+            self.event_off_wrap = self.next_used_off_wrap();
             event
                 .off_wrap
-                .store((self.next_used | wrap).to_le(), Ordering::Relaxed);
+                .store(self.event_off_wrap.to_le(), Ordering::Relaxed);
+            // `flags` last, with Release: a device that sees DESC (reading
+            // `flags` with Acquire, or the structure as one word) sees the
+            // position written above, never the one from an earlier arm.
             event
                 .flags
-                .store(packed_event::DESC.to_le(), Ordering::Relaxed);
+                .store(packed_event::DESC.to_le(), Ordering::Release);
         } else {
             event
                 .flags
@@ -438,7 +499,7 @@ impl<H: Hal> PackedRing<H> {
         // The re-arm must be visible before we look at the ring again, pairing
         // with the device's fence between writing a used descriptor and reading
         // our event suppression structure.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         self.has_used()
     }
 }
@@ -447,7 +508,8 @@ impl<H: Hal> PackedRing<H> {
 impl<H: Hal> PackedRing<H> {
     pub(crate) fn snapshot(&self) -> crate::snapshot::PackedSnapshot {
         let driver = self.driver_event.get(0);
-        let device = self.device_event.get(0);
+        // Acquire: read the device's structure and descriptor as they are now.
+        let device = u32::from_le(self.device_event.get(0).load(Ordering::Acquire));
         let at_used = self.desc.get(usize::from(self.next_used));
         crate::snapshot::PackedSnapshot {
             size: self.layout.size,
@@ -458,12 +520,31 @@ impl<H: Hal> PackedRing<H> {
             used_wrap: self.used_wrap,
             driver_event_flags: u16::from_le(driver.flags.load(Ordering::Relaxed)),
             driver_event_off_wrap: u16::from_le(driver.off_wrap.load(Ordering::Relaxed)),
-            // Acquire: read the device's structure and descriptor as they are now.
-            device_event_flags: u16::from_le(device.flags.load(Ordering::Acquire)),
-            device_event_off_wrap: u16::from_le(device.off_wrap.load(Ordering::Acquire)),
+            // One load, as commit reads it: off_wrap low, flags high.
+            device_event_flags: (device >> 16) as u16,
+            device_event_off_wrap: device as u16,
             flags_at_next_used: u16::from_le(at_used.flags.load(Ordering::Acquire)),
             id_at_next_used: u16::from_le(at_used.id.load(Ordering::Relaxed)),
             event_idx: self.event_idx,
+        }
+    }
+}
+
+/// The ring's shared memory as the model checker's device thread sees it.
+#[cfg(all(test, loom))]
+pub(crate) struct PackedMemory {
+    pub(crate) desc: alloc::sync::Arc<[PackedDesc]>,
+    pub(crate) driver_event: alloc::sync::Arc<[EventSuppress]>,
+    pub(crate) device_event: alloc::sync::Arc<[AtomicU32]>,
+}
+
+#[cfg(all(test, loom))]
+impl<H: Hal> PackedRing<H> {
+    pub(crate) fn model_memory(&self) -> PackedMemory {
+        PackedMemory {
+            desc: self.desc.share(),
+            driver_event: self.driver_event.share(),
+            device_event: self.device_event.share(),
         }
     }
 }

@@ -45,15 +45,6 @@ pub enum DeviceFault {
         /// Index the device published.
         published: u16,
     },
-    /// The device claims to have written more than the request's writable buffers hold.
-    UsedLengthTooLong {
-        /// Slot id.
-        id: u16,
-        /// Length the device reported.
-        len: u32,
-        /// Writable bytes the driver posted.
-        posted: u32,
-    },
     /// The status byte is not OK, IOERR or UNSUPP.
     BadStatus {
         /// Slot id.
@@ -86,12 +77,6 @@ impl core::fmt::Display for DeviceFault {
             ),
             DeviceFault::UsedIndexJump { last, published } => {
                 write!(f, "used index jumped from {last} to {published}")
-            }
-            DeviceFault::UsedLengthTooLong { id, len, posted } => {
-                write!(
-                    f,
-                    "request {id}: used length {len} exceeds the {posted} writable bytes posted"
-                )
             }
             DeviceFault::BadStatus { id, status } => {
                 write!(
@@ -156,6 +141,12 @@ impl<H: Hal> Ring<H> {
 
     pub(crate) fn size(&self) -> u16 {
         dispatch!(self, r => r.size())
+    }
+
+    /// Adds the platform's DMA barriers to the ring's fences, for a device
+    /// that negotiated VIRTIO_F_ORDER_PLATFORM (see `crate::barrier`).
+    pub(crate) fn set_order_platform(&mut self, on: bool) {
+        dispatch!(self, r => r.set_order_platform(on))
     }
 
     /// The slot id the next `add` of `segments` segments will use, if it fits.
@@ -248,7 +239,7 @@ pub(crate) fn direct_slots(segments: usize, free: u16) -> Option<usize> {
     (segments >= 1 && segments <= usize::from(free)).then_some(segments)
 }
 
-impl<H: Hal, D: Sync> IndirectTables<H, D> {
+impl<H: Hal, D: Sync + Default> IndirectTables<H, D> {
     /// `tables` tables of `use_.per_table` descriptors each; `D` is the
     /// 16-byte descriptor of the ring's own layout.
     pub(crate) fn new(hal: &H, tables: u16, use_: IndirectUse) -> Option<Self> {

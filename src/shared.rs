@@ -5,23 +5,36 @@
 //! access names its ordering at the call site. This module is the only place
 //! where raw DMA memory becomes such a reference.
 
+#[cfg(not(all(test, loom)))]
 use core::marker::PhantomData;
+#[cfg(not(all(test, loom)))]
 use core::ptr::NonNull;
 
 use crate::hal::{DmaRegion, Hal};
 
 /// An array of `T` inside a [`DmaRegion`] owned by the same struct.
+#[cfg(not(all(test, loom)))]
 pub(crate) struct SharedArray<T> {
     ptr: NonNull<T>,
     len: usize,
     _marker: PhantomData<T>,
 }
 
+/// Under loom the "shared memory" is an array of loom atomics of its own,
+/// which the model's device thread reaches through [`SharedArray::share`]:
+/// loom atomics cannot be laid over raw memory.
+#[cfg(all(test, loom))]
+pub(crate) struct SharedArray<T> {
+    cells: alloc::sync::Arc<[T]>,
+}
+
 // SAFETY: the array points into DMA memory that its owner holds exclusively
 // (the owner is Send and moves the region together with this view); `T` is an
 // atomic type, so accesses from whichever thread owns the ring are sound.
+#[cfg(not(all(test, loom)))]
 unsafe impl<T: Sync> Send for SharedArray<T> {}
 
+#[cfg(not(all(test, loom)))]
 impl<T> SharedArray<T> {
     /// A view of `len` values of `T` starting `offset` bytes into `region`.
     ///
@@ -64,5 +77,36 @@ impl<T> SharedArray<T> {
     #[inline]
     pub(crate) fn get(&self, index: usize) -> &T {
         &self.as_slice()[index]
+    }
+}
+
+#[cfg(all(test, loom))]
+impl<T: Default> SharedArray<T> {
+    /// `len` fresh zero values; the region's memory is not used.
+    ///
+    /// # Safety
+    /// None needed; `unsafe` only to match the real constructor.
+    pub(crate) unsafe fn new<H: Hal>(region: &DmaRegion<H>, offset: usize, len: usize) -> Self {
+        let bytes = offset + len * core::mem::size_of::<T>();
+        assert!(bytes <= region.len(), "shared array beyond its region");
+        SharedArray {
+            cells: (0..len).map(|_| T::default()).collect(),
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+impl<T> SharedArray<T> {
+    pub(crate) fn as_slice(&self) -> &[T] {
+        &self.cells
+    }
+
+    pub(crate) fn get(&self, index: usize) -> &T {
+        &self.cells[index]
+    }
+
+    /// The cells, for the model's device thread.
+    pub(crate) fn share(&self) -> alloc::sync::Arc<[T]> {
+        self.cells.clone()
     }
 }

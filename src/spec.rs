@@ -5,7 +5,7 @@
 //! other side writes it. All multi-byte fields are little-endian on the wire
 //! (VIRTIO 1.2 §2.4); accessors in the ring modules convert.
 
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
+use crate::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
 
 /// Virtio device type of a block device (VIRTIO 1.2 §5).
 pub const DEVICE_TYPE_BLOCK: u32 = 2;
@@ -61,6 +61,10 @@ bitflags::bitflags! {
         const RING_PACKED = 1 << 34;
         /// Buffers are used in the order they were made available.
         const IN_ORDER = 1 << 35;
+        /// Memory accesses are ordered the way the platform orders DMA: the
+        /// device is hardware, and the driver uses the platform's barriers
+        /// (§6.1; a driver SHOULD accept it when offered).
+        const ORDER_PLATFORM = 1 << 36;
         /// Per-queue reset (§2.6.1).
         const RING_RESET = 1 << 40;
     }
@@ -85,6 +89,7 @@ impl Features {
         .union(Features::BLK_SECURE_ERASE)
         .union(Features::BLK_TOPOLOGY)
         .union(Features::BLK_CONFIG_WCE)
+        .union(Features::ORDER_PLATFORM)
         .union(Features::RING_RESET);
 }
 
@@ -152,6 +157,13 @@ pub mod packed_event {
     pub const DESC: u16 = 2;
     /// Bit of `off_wrap` that carries the wrap counter.
     pub const WRAP_BIT: u16 = 1 << 15;
+
+    /// The event suppression structure as one 32-bit word in CPU order
+    /// (`off_wrap` in bits 0..16, `flags` in bits 16..32; store it with
+    /// `to_le`), for a side that writes or reads both fields at once.
+    pub const fn word(off_wrap: u16, flags: u16) -> u32 {
+        off_wrap as u32 | (flags as u32) << 16
+    }
 }
 
 /// One split-ring descriptor (§2.7.5). 16 bytes, 16-byte aligned in the table.

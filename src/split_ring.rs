@@ -5,9 +5,10 @@
 //! only where the device writes it (the used ring, `avail_event`, `used.flags`)
 //! and every value read there is checked before it is used.
 
+use crate::barrier;
+use crate::sync::atomic::{AtomicU16, Ordering};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, AtomicU16, Ordering};
 
 use crate::error::Error;
 use crate::hal::{DmaRegion, Hal};
@@ -42,6 +43,8 @@ pub(crate) struct SplitRing<H: Hal> {
     layout: SplitLayout,
     mask: u16,
     event_idx: bool,
+    /// VIRTIO_F_ORDER_PLATFORM: the device is hardware (see `barrier`).
+    platform: bool,
 
     /// Head of the free descriptor list and its length.
     free_head: u16,
@@ -111,6 +114,7 @@ impl<H: Hal> SplitRing<H> {
             layout,
             mask: size - 1,
             event_idx,
+            platform: false,
             free_head: 0,
             num_free: size,
             next,
@@ -134,6 +138,11 @@ impl<H: Hal> SplitRing<H> {
             driver: base + self.layout.avail as u64,
             device: base + self.layout.used as u64,
         }
+    }
+
+    /// Uses the platform's DMA barriers too (VIRTIO_F_ORDER_PLATFORM).
+    pub(crate) fn set_order_platform(&mut self, on: bool) {
+        self.platform = on;
     }
 
     pub(crate) fn size(&self) -> u16 {
@@ -269,12 +278,14 @@ impl<H: Hal> SplitRing<H> {
             return false;
         }
         // Rule 1: the ring entries and descriptors above are written before
-        // avail.idx hands them over; Release orders them.
+        // avail.idx hands them over; Release orders them (and, for a
+        // hardware device, the platform's write barrier).
+        barrier::before_publish(self.platform);
         self.avail_idx_field()
             .store(self.avail_idx.to_le(), Ordering::Release);
         // Rule 2: the index store must be visible before we read the device's
         // suppression state, or both sides can decide the other is awake.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         let old = self.published_idx;
         self.published_idx = self.avail_idx;
         if self.event_idx {
@@ -290,10 +301,15 @@ impl<H: Hal> SplitRing<H> {
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
         if self.last_used == self.device_used_idx {
             // Rule 3: Acquire on used.idx before reading the elements it covers.
-            let published = u16::from_le(self.used_header.get(1).load(Ordering::Acquire));
+            let mut published = self.load_used_idx();
+            if published == self.last_used && self.follow_used_event() {
+                // Rule 4: used_event moved; look again after the fence.
+                published = self.load_used_idx();
+            }
             if published == self.last_used {
                 return Ok(None);
             }
+            barrier::after_consume(self.platform);
             // Only published chains are the device's to complete.
             let unpublished = self.avail_idx.wrapping_sub(self.published_idx);
             if published.wrapping_sub(self.last_used) > self.in_flight - unpublished {
@@ -333,11 +349,40 @@ impl<H: Hal> SplitRing<H> {
         Ok(Some(Used { id: head, len, seq }))
     }
 
+    /// `used.idx`. Acquire pairs with the device's Release of it (rule 3):
+    /// the elements it covers were written before this load.
+    #[inline]
+    fn load_used_idx(&self) -> u16 {
+        u16::from_le(self.used_header.get(1).load(Ordering::Acquire))
+    }
+
+    /// With notifications on and EVENT_IDX, moves `used_event` to what we
+    /// have consumed, so the device notifies at the next completion after
+    /// the ones we took (VIRTIO 1.2 §2.7.7.2): a queue drained from its
+    /// interrupt handler stays armed without calling `arm_and_check`. True
+    /// when it moved it and fenced; the caller must then re-check used.idx.
+    #[inline]
+    fn follow_used_event(&mut self) -> bool {
+        if !self.event_idx
+            || self.notifications == UsedNotifications::Off
+            || self.used_event == self.last_used
+        {
+            return false;
+        }
+        self.used_event = self.last_used;
+        self.used_event_field()
+            .store(self.used_event.to_le(), Ordering::Relaxed);
+        // Rule 4: the new used_event is visible before we look at used.idx
+        // again; pairs with the device's fence between publishing used.idx
+        // and reading used_event. Either it sees the new event, or we see
+        // its completion.
+        barrier::full(self.platform);
+        true
+    }
+
     #[inline]
     pub(crate) fn used_horizon(&self) -> Option<u64> {
-        // Acquire pairs with the device's Release of used.idx (rule 3): the
-        // elements it covers were written before this load.
-        let published = u16::from_le(self.used_header.get(1).load(Ordering::Acquire));
+        let published = self.load_used_idx();
         // Not clamped to what is in flight: elements beyond it are exactly
         // the ones no request of the new batch may take (poll also reports
         // the jump).
@@ -347,9 +392,7 @@ impl<H: Hal> SplitRing<H> {
 
     #[inline]
     pub(crate) fn has_used(&self) -> bool {
-        // Acquire pairs with the device's Release of used.idx (rule 3).
-        self.last_used != self.device_used_idx
-            || u16::from_le(self.used_header.get(1).load(Ordering::Acquire)) != self.last_used
+        self.last_used != self.device_used_idx || self.load_used_idx() != self.last_used
     }
 
     /// Puts `used_event` just behind our position: the device would have to
@@ -387,7 +430,7 @@ impl<H: Hal> SplitRing<H> {
         }
         // The re-arm store must be visible before we look at used.idx again,
         // pairing with the device's fence between used.idx and reading used_event.
-        fence(Ordering::SeqCst);
+        barrier::full(self.platform);
         self.has_used()
     }
 }
@@ -410,6 +453,53 @@ impl<H: Hal> SplitRing<H> {
             avail_event: u16::from_le(self.avail_event.get(0).load(Ordering::Acquire)),
             event_idx: self.event_idx,
         }
+    }
+}
+
+/// The ring's shared memory as the model checker's device thread sees it.
+#[cfg(all(test, loom))]
+pub(crate) struct SplitMemory {
+    pub(crate) desc: alloc::sync::Arc<[SplitDesc]>,
+    /// `flags`, `idx`, `ring[size]`, `used_event`.
+    pub(crate) avail: alloc::sync::Arc<[AtomicU16]>,
+    /// `flags`, `idx`.
+    pub(crate) used_header: alloc::sync::Arc<[AtomicU16]>,
+    pub(crate) used_ring: alloc::sync::Arc<[UsedElem]>,
+    pub(crate) avail_event: alloc::sync::Arc<[AtomicU16]>,
+}
+
+#[cfg(all(test, loom))]
+impl<H: Hal> SplitRing<H> {
+    pub(crate) fn model_memory(&self) -> SplitMemory {
+        SplitMemory {
+            desc: self.desc.share(),
+            avail: self.avail.share(),
+            used_header: self.used_header.share(),
+            used_ring: self.used_ring.share(),
+            avail_event: self.avail_event.share(),
+        }
+    }
+
+    /// Puts every index, ours and the shared ones, at `index`, as if that
+    /// many buffers had gone through the ring already (to model the u16
+    /// wrap without 65535 requests). The device starts at `index` too and
+    /// asks for a kick there. Call before anything else touches the ring.
+    pub(crate) fn model_start_at(&mut self, index: u16) {
+        self.avail_idx = index;
+        self.published_idx = index;
+        self.last_used = index;
+        self.device_used_idx = index;
+        self.used_event = index;
+        self.avail_idx_field()
+            .store(index.to_le(), Ordering::Relaxed);
+        self.used_header
+            .get(1)
+            .store(index.to_le(), Ordering::Relaxed);
+        self.used_event_field()
+            .store(index.to_le(), Ordering::Relaxed);
+        self.avail_event
+            .get(0)
+            .store(index.to_le(), Ordering::Relaxed);
     }
 }
 

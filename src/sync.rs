@@ -1,5 +1,9 @@
 //! A minimal spin lock for the two places that need one: queue teardown and
 //! the explicit shared-queue path. Never used on a queue's own I/O path.
+//!
+//! Also, crate-private, the atomics the rings share with the device
+//! (`atomic`): `core`'s, or in the model-checking build loom's, so the model
+//! checker sees every access of the publish / notify / re-arm protocol.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -77,4 +81,17 @@ impl<T> Drop for SpinLockGuard<'_, T> {
         // Release: our writes to `value` happen before the next holder's Acquire.
         self.lock.locked.store(false, Ordering::Release);
     }
+}
+
+/// The atomic types and fences of memory shared with the device.
+///
+/// Under `cfg(all(test, loom))` (the model-checking build of the unit tests,
+/// `src/loom_model.rs`) these are loom's, which record every access and let
+/// loom try every interleaving and every value the memory model allows;
+/// otherwise `core`'s, at no cost.
+pub(crate) mod atomic {
+    #[cfg(not(all(test, loom)))]
+    pub(crate) use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
+    #[cfg(all(test, loom))]
+    pub(crate) use loom::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 }

@@ -125,3 +125,33 @@ fn packed_interrupt_mode_never_loses_a_completion() {
         Mode::Interrupt,
     );
 }
+
+/// Issue 14 item 5: requests placed but not committed are published by
+/// `wait_for_completions`, so the wait ends with them completed instead of
+/// sleeping, slice after slice, for requests the device cannot see.
+#[test]
+fn wait_for_completions_publishes_uncommitted_requests() {
+    for ring in RINGS {
+        for mode in [Mode::Poll, Mode::Interrupt, Mode::Hybrid] {
+            let sim = SimDevice::new(sim_config(ring));
+            let (_device, mut queue) = start_mode(&sim, mode);
+            let waiter = StepWhileAsleep::new(&sim);
+            queue.read(0, buffer(512), 7).unwrap();
+            queue.read(8, buffer(512), 8).unwrap();
+            // No commit: the requests are placed, invisible to the device.
+            let mut woke_with_completions = false;
+            for _ in 0..4 {
+                if wait_for_completions(&mut queue, 0, &waiter) {
+                    woke_with_completions = true;
+                    break;
+                }
+                sim.step(0);
+            }
+            assert_eq!(queue.stats().commits, 1, "{ring:?} {mode:?}: not published");
+            assert!(woke_with_completions, "{ring:?} {mode:?}: waited in vain");
+            let mut tags = Vec::new();
+            queue.poll(usize::MAX, |c| tags.push(c.tag));
+            assert_eq!(tags, [7, 8], "{ring:?} {mode:?}");
+        }
+    }
+}

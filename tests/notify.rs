@@ -6,12 +6,6 @@ use common::*;
 use virtio_blk_mq::{Config, Features, Mode, RingKind};
 use virtio_blk_sim::SimDevice;
 
-fn submit_reads(queue: &mut Queue, count: u64) {
-    for i in 0..count {
-        queue.read(i * 8, buffer(4096), i).unwrap();
-    }
-}
-
 fn event_idx_kicks_once_per_batch_the_device_has_not_seen(ring: RingKind) {
     let sim = SimDevice::new(sim_config(ring));
     let (device, mut queue) = start(&sim, Config::default());
@@ -109,7 +103,8 @@ fn interrupt_mode_rearms(ring: RingKind, features_off: Features) {
     sim.drain(0);
     let after_first = sim.stats(0).used_notifications;
     assert!(after_first >= 1, "an armed queue is notified");
-    // Drained but not re-armed: with EVENT_IDX the device stays quiet.
+    // Drained: the last, empty, look moved the event index (or left
+    // notifications on without EVENT_IDX).
     let mut done = 0;
     done += queue.poll(usize::MAX, |_| {});
     assert_eq!(done, 8);
@@ -140,4 +135,50 @@ fn split_interrupt_mode_rearms() {
 fn packed_interrupt_mode_rearms() {
     interrupt_mode_rearms(RingKind::Packed, Features::empty());
     interrupt_mode_rearms(RingKind::Packed, Features::EVENT_IDX);
+}
+
+/// Issue 14 item 1: an owner that drains completions from its interrupt
+/// handler with `poll` and never calls `arm_notifications` (the
+/// `Mode::Interrupt` contract) gets one interrupt per batch the device
+/// completes, for as long as it runs, not only the first.
+fn interrupt_handler_that_only_polls_stays_armed(ring: RingKind) {
+    let sim = SimDevice::new(sim_config(ring));
+    let config = Config {
+        mode: Mode::Interrupt,
+        ..Config::default()
+    };
+    let (device, mut queue) = start(&sim, config);
+    assert!(device.info().features.contains(Features::EVENT_IDX));
+    // Enough rounds to wrap a packed ring several times (its wrap counter
+    // travels in off_wrap) and to move split's used_event far.
+    let rounds = 200u64;
+    for round in 0..rounds {
+        let count = 1 + round % 7;
+        submit_reads(&mut queue, count);
+        queue.commit();
+        sim.drain(0);
+        assert_eq!(
+            sim.stats(0).used_notifications,
+            round + 1,
+            "round {round}: the device did not interrupt for its completions"
+        );
+        // The "interrupt handler": poll until empty, nothing else.
+        let mut done = 0;
+        while queue.poll(3, |c| c.result.unwrap()) > 0 {
+            done += 1;
+        }
+        assert!(done > 0);
+        assert_eq!(queue.in_flight(), 0);
+    }
+    assert_eq!(sim.stats(0).used_notifications, rounds);
+}
+
+#[test]
+fn split_interrupt_handler_that_only_polls_stays_armed() {
+    interrupt_handler_that_only_polls_stays_armed(RingKind::Split);
+}
+
+#[test]
+fn packed_interrupt_handler_that_only_polls_stays_armed() {
+    interrupt_handler_that_only_polls_stays_armed(RingKind::Packed);
 }

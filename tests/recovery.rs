@@ -234,8 +234,10 @@ fn packed_overdue_requests_are_reported_once() {
     overdue_requests_are_reported_once(RingKind::Packed);
 }
 
-/// With RING_RESET one broken queue is reset alone: its requests come back,
-/// the fresh queue works, and the other queue never notices.
+/// With RING_RESET one broken queue is reset alone: the fresh queue works,
+/// the other queue never notices, and the buffers the broken queue kept
+/// back stay parked until a full device reset (a device may still write
+/// them after a queue reset).
 fn one_queue_recovers_while_the_other_runs(ring: RingKind) {
     use virtio_blk_sim::Hostile;
     let sim = SimDevice::new(SimConfig {
@@ -274,15 +276,11 @@ fn one_queue_recovers_while_the_other_runs(ring: RingKind) {
         Some(DeviceFault::IdOutOfRange(u32::from(broken.size())))
     );
 
-    let mut returned = Vec::new();
     let mut fresh = device
-        .recover_queue(broken, |r| match r {
-            Recovered::Buffer { tag, buffer } => returned.push((tag, buffer.len())),
-            Recovered::Completed(c) => panic!("request {} completed twice", c.tag),
+        .recover_queue(broken, |r| {
+            panic!("nothing comes back before a device reset: {r:?}")
         })
         .expect("queue 0 recovers alone");
-    returned.sort_unstable();
-    assert_eq!(returned, [(1, 512), (2, 512)]);
     assert_eq!(fresh.index(), 0);
     round_trip(&sim, &mut fresh, 16, 4);
     // The other queue's request was never disturbed.
@@ -317,4 +315,43 @@ fn split_recover_queue_without_ring_reset_hands_the_queue_back() {
     let mut queue = refused.queue.expect("the queue comes back");
     let done = complete_all(&sim, &mut queue);
     assert_eq!((done[0].tag, done[0].result), (5, Ok(())));
+}
+
+/// Requests in flight on a queue reset alone complete with `DeviceBroken`
+/// and without their buffers, which stay parked until the device is reset.
+fn queue_reset_completes_in_flight_requests_without_buffers(ring: RingKind) {
+    let sim = ram_sim(ring);
+    let (mut device, mut queue) = start(&sim, Config::default());
+    sim.stall(0, true);
+    queue.read(0, buffer(512), 1).unwrap();
+    queue.read(8, buffer(512), 2).unwrap();
+    queue.commit();
+    sim.step(0);
+    let mut failed = Vec::new();
+    let mut fresh = device
+        .recover_queue(queue, |r| match r {
+            Recovered::Completed(c) => failed.push((c.tag, c.result, c.buffer.is_some())),
+            Recovered::Buffer { tag, .. } => panic!("buffer of {tag} handed back"),
+        })
+        .expect("queue 0 recovers alone");
+    failed.sort_by_key(|(tag, ..)| *tag);
+    assert_eq!(
+        failed,
+        [
+            (1, Err(Error::DeviceBroken), false),
+            (2, Err(Error::DeviceBroken), false)
+        ]
+    );
+    round_trip(&sim, &mut fresh, 4, 2);
+    assert_eq!(sim.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn split_queue_reset_completes_in_flight_requests_without_buffers() {
+    queue_reset_completes_in_flight_requests_without_buffers(RingKind::Split);
+}
+
+#[test]
+fn packed_queue_reset_completes_in_flight_requests_without_buffers() {
+    queue_reset_completes_in_flight_requests_without_buffers(RingKind::Packed);
 }

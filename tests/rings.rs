@@ -234,3 +234,48 @@ fn packed_preferred_when_offered_and_switchable_off() {
     let (device, _queue) = start(&sim, Config::default().without(Features::RING_PACKED));
     assert_eq!(device.info().ring, RingKind::Split);
 }
+
+/// Issue 14 item 6: VIRTIO_F_ORDER_PLATFORM is accepted when offered (a
+/// hardware device may refuse to run without it, §6.1), and the rings run
+/// on the platform's barriers then; switched off in the Config, a device
+/// that requires it refuses FEATURES_OK.
+fn order_platform_is_accepted_when_offered(ring: RingKind) {
+    let mut hardware = sim_config(ring);
+    hardware.features |= Features::ORDER_PLATFORM;
+    hardware.required_features = Features::ORDER_PLATFORM;
+    let sim = SimDevice::new(hardware.clone());
+    let (device, mut queue) = start(&sim, Config::default());
+    assert!(device.info().features.contains(Features::ORDER_PLATFORM));
+    assert!(sim.negotiated_features().contains(Features::ORDER_PLATFORM));
+    for round in 0..64u64 {
+        for i in 0..8 {
+            queue.read(i * 8, buffer(4096), round * 8 + i).unwrap();
+        }
+        queue.commit();
+        assert_eq!(complete_all(&sim, &mut queue).len(), 8);
+    }
+    assert_eq!(sim.violations(), Vec::<String>::new());
+
+    let sim = SimDevice::new(hardware);
+    let refused = virtio_blk_mq::BlkDevice::new(
+        SimHal,
+        sim.transport(),
+        Config::default().without(Features::ORDER_PLATFORM),
+    );
+    assert_eq!(refused.err(), Some(Error::FeaturesRejected));
+
+    // A software device does not offer it: the driver does not ask for it.
+    let sim = SimDevice::new(sim_config(ring));
+    let (device, _queue) = start(&sim, Config::default());
+    assert!(!device.info().features.contains(Features::ORDER_PLATFORM));
+}
+
+#[test]
+fn split_order_platform_is_accepted_when_offered() {
+    order_platform_is_accepted_when_offered(RingKind::Split);
+}
+
+#[test]
+fn packed_order_platform_is_accepted_when_offered() {
+    order_platform_is_accepted_when_offered(RingKind::Packed);
+}

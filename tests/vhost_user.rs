@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use vhost::*;
 use virtio_blk_mq::mq::{run_pinned, wait_for_completions};
 use virtio_blk_mq::spec::BLK_ID_BYTES;
-use virtio_blk_mq::transport::vhost_user::DaemonBackend;
+use virtio_blk_mq::transport::vhost_user::{DaemonBackend, DaemonConfig};
 use virtio_blk_mq::transport::Transport;
 use virtio_blk_mq::{Config, DeviceFault, DeviceStatus, Error, Features, Mode, RingKind};
 
@@ -158,6 +158,119 @@ fn both_queues_write_and_read_back_stamped_blocks_on_a_raw_file() {
         }
         assert!(start + len <= bytes.len());
     }
+}
+
+/// What [`every_block`] does with each block.
+enum Pass<'a> {
+    /// Write the block stamped with this generation.
+    Write(u32),
+    /// Read the block; where the read succeeds, it must hold what the
+    /// function returns for the block's first sector.
+    Read(&'a dyn Fn(u64) -> Vec<u8>),
+}
+
+/// Writes or reads blocks `0..blocks` at depth 8; returns each block's
+/// completion result, by block number.
+fn every_block(
+    queue: &mut Queue,
+    hal: &virtio_blk_mq::transport::vhost_user::VhostUserHal,
+    blocks: u64,
+    block: usize,
+    pass: &Pass<'_>,
+) -> Vec<Result<(), Error>> {
+    let sectors_per_block = block as u64 / SECTOR;
+    let mut results = vec![None; blocks as usize];
+    let mut next = 0;
+    let deadline = Instant::now() + COMPLETION_TIMEOUT;
+    while results.iter().any(Option::is_none) {
+        while next < blocks && queue.in_flight() < 8 {
+            let sector = next * sectors_per_block;
+            let mut data = buffer(hal, block);
+            match pass {
+                Pass::Write(generation) => {
+                    stamp(data.as_mut_slice(), sector, *generation);
+                    queue.write(sector, data, next).unwrap();
+                }
+                Pass::Read(_) => queue.read(sector, data, next).unwrap(),
+            }
+            next += 1;
+        }
+        queue.commit();
+        let polled = queue.poll(usize::MAX, |c| {
+            if let (Pass::Read(expected), Ok(())) = (pass, c.result) {
+                let sector = c.tag * sectors_per_block;
+                assert!(
+                    c.buffer.as_ref().unwrap().as_slice() == expected(sector),
+                    "wrong data read back at sector {sector}"
+                );
+            }
+            results[c.tag as usize] = Some(c.result);
+        });
+        if polled == 0 {
+            assert!(Instant::now() < deadline, "requests never completed");
+        }
+    }
+    results.into_iter().map(Option::unwrap).collect()
+}
+
+/// The blocks whose request failed, with the error.
+fn failures(results: &[Result<(), Error>]) -> Vec<(usize, Error)> {
+    results
+        .iter()
+        .enumerate()
+        .filter_map(|(block, r)| r.err().map(|e| (block, e)))
+        .collect()
+}
+
+#[test]
+fn blkdebug_fails_exactly_the_requests_on_its_sectors_and_the_queue_carries_on() {
+    const BLOCK: usize = 4096;
+    const BLOCKS: u64 = 64;
+    let image = TempImage::new(BLOCKS * BLOCK as u64);
+    // Writes including sector 83 (block 10) always fail; the first read
+    // including sector 160 (block 20) fails, later ones succeed.
+    let daemon = daemon_with(DaemonConfig {
+        backend: DaemonBackend::File {
+            path: image.path().into(),
+        },
+        num_queues: 1,
+        writable: true,
+        blkdebug: Some(
+            "inject-error.0.event=none,inject-error.0.iotype=write,inject-error.0.sector=83,\
+             inject-error.1.event=none,inject-error.1.iotype=read,inject-error.1.sector=160,\
+             inject-error.1.once=on"
+                .into(),
+        ),
+    });
+    let (hal, mut device) = connect(&daemon, Config::default());
+    let mut queue = device.take_queues().into_queues().remove(0);
+
+    let writes = every_block(&mut queue, &hal, BLOCKS, BLOCK, &Pass::Write(5));
+    assert_eq!(failures(&writes), [(10, Error::IoError)]);
+    // Block 10 kept its zeros; every other block reached the file.
+    let on_disk = |sector: u64| {
+        if sector / (BLOCK as u64 / SECTOR) == 10 {
+            vec![0; BLOCK]
+        } else {
+            stamped(BLOCK, sector, 5)
+        }
+    };
+    let bytes = image.bytes();
+    for (block, data) in bytes.chunks(BLOCK).enumerate() {
+        let sector = (block * BLOCK) as u64 / SECTOR;
+        assert!(data == on_disk(sector), "block {block} differs on disk");
+    }
+
+    // Two read passes: only the first read of block 20 fails, and every
+    // read that succeeds returns what is on disk.
+    let first = every_block(&mut queue, &hal, BLOCKS, BLOCK, &Pass::Read(&on_disk));
+    assert_eq!(failures(&first), [(20, Error::IoError)]);
+    let second = every_block(&mut queue, &hal, BLOCKS, BLOCK, &Pass::Read(&on_disk));
+    assert_eq!(failures(&second), []);
+    // The queue is not fenced off and the device is fine: a failed request
+    // is the device's verdict on that request alone.
+    assert_eq!(queue.fault(), None);
+    assert_eq!(device.check_status(), Ok(()));
 }
 
 #[test]

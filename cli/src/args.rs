@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
+use vblk_report::blkdebug;
 use vblk_report::units::SizeError;
+use vblk_report::verify::Initial;
 
 use crate::job::{seconds_to_ns, JobSpec};
 
@@ -23,8 +25,9 @@ pub struct Args {
     #[arg(long, default_value = "sim", value_parser = parse_target)]
     pub target: Target,
 
-    /// With `--target vhost-user`: start qemu-storage-daemon on a null-co
-    /// backend of `--size` bytes with `--queues` queues, and stop it at the end.
+    /// With `--target vhost-user`: start qemu-storage-daemon with `--queues`
+    /// queues on `--disk` (null-co of `--size` bytes, or a raw file), and
+    /// stop it at the end.
     #[arg(long)]
     pub spawn_daemon: bool,
 
@@ -78,9 +81,11 @@ pub struct Args {
     #[arg(long, default_value = "1g", value_parser = parse_disk_size)]
     pub size: u64,
 
-    /// What backs the simulated disk (`ram` allocates the whole size).
-    #[arg(long, value_enum, default_value_t = Disk::Null)]
-    pub disk: Disk,
+    /// What backs the disk: `null` (keeps nothing; the default), `ram`
+    /// (sim: allocates the whole size), `file:PATH` (--spawn-daemon: an
+    /// existing raw image, all of it).
+    #[arg(long, value_name = "null|ram|file:PATH", value_parser = parse_disk)]
+    pub disk: Option<Disk>,
 
     /// How the driver learns about completions.
     #[arg(long, value_enum, default_value_t = Mode::Poll)]
@@ -101,9 +106,21 @@ pub struct Args {
     pub no_indirect: bool,
 
     /// Stamp every written block with its sector and a generation, check every
-    /// read (needs `--disk ram`).
+    /// read (needs a disk that keeps data: sim `--disk ram`, --spawn-daemon
+    /// `--disk file:PATH`, or an existing export).
     #[arg(long)]
     pub verify: bool,
+
+    /// With --verify: what a block holds before this run writes it: `zeros`
+    /// (a fresh disk), `stamped` (an earlier --verify run with the same --bs
+    /// wrote it), `either`.
+    #[arg(long, value_enum, default_value_t = VerifyInitial::Either)]
+    pub verify_initial: VerifyInitial,
+
+    /// Requests each queue issues at most (fio's number_ios); the run ends
+    /// when they are done or at --runtime, whichever comes first.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub number_ios: Option<u64>,
 
     /// Report format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Normal)]
@@ -118,6 +135,12 @@ pub struct Args {
     /// them, to see the request timeout fire.
     #[arg(long)]
     pub inject_stall: bool,
+
+    /// --spawn-daemon only: QEMU's blkdebug driver fails with EIO every read
+    /// (or write) that includes this 512-byte sector; with `:once`, only the
+    /// first. Repeat the flag for more rules.
+    #[arg(long, value_name = "read|write:SECTOR[:once]", value_parser = blkdebug::Rule::parse)]
+    pub blkdebug_error: Vec<blkdebug::Rule>,
 
     /// Seconds a request may stay in flight before the run fails with it
     /// reported (a device that stopped answering).
@@ -204,13 +227,47 @@ impl Rw {
     }
 }
 
-/// Backing store of the simulated disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// What backs the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disk {
-    /// Stores nothing: the cheapest device.
+    /// Stores nothing: the cheapest device (sim, or the daemon's null-co).
     Null,
-    /// Keeps every byte in memory.
+    /// The simulated device keeps every byte in memory.
     Ram,
+    /// The daemon exports a raw image file.
+    File(PathBuf),
+}
+
+impl Disk {
+    /// The name the report shows.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Disk::Null => "null",
+            Disk::Ram => "ram",
+            Disk::File(_) => "file",
+        }
+    }
+}
+
+/// What a block holds before the run writes it (`--verify-initial`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VerifyInitial {
+    /// Zeros: a fresh disk.
+    Zeros,
+    /// A whole block stamped for its own sectors by an earlier --verify run.
+    Stamped,
+    /// Zeros or such a stamp.
+    Either,
+}
+
+impl From<VerifyInitial> for Initial {
+    fn from(value: VerifyInitial) -> Initial {
+        match value {
+            VerifyInitial::Zeros => Initial::Zeros,
+            VerifyInitial::Stamped => Initial::Stamped,
+            VerifyInitial::Either => Initial::Either,
+        }
+    }
 }
 
 /// Driver completion mode.
@@ -271,20 +328,57 @@ impl Args {
             (Target::Sim, true) => return Err("--spawn-daemon needs --target vhost-user".into()),
             _ => {}
         }
-        if self.target.is_vhost_user() {
-            if self.disk != Disk::Null {
-                return Err("--disk is for --target sim (the daemon's export is null-co)".into());
-            }
-            if self.verify {
+        match (&self.target, &self.disk) {
+            (Target::Sim, Some(Disk::File(_))) => {
                 return Err(
-                    "--verify needs a disk that keeps data: --target sim --disk ram".into(),
-                );
+                    "--disk file:PATH is for --target vhost-user --spawn-daemon \
+                            (the simulated disk is null or ram)"
+                        .into(),
+                )
             }
-            if self.inject_ioerr.is_some() || self.inject_stall {
-                return Err("--inject-ioerr and --inject-stall are for --target sim".into());
+            (Target::VhostUserSpawn, Some(Disk::Ram)) => {
+                return Err("--disk ram is for --target sim: the daemon exports \
+                            null or file:PATH"
+                    .into())
+            }
+            (Target::VhostUser(_), Some(_)) => {
+                return Err("an existing export serves its own disk: --disk is for \
+                            --target sim or --spawn-daemon"
+                    .into())
+            }
+            _ => {}
+        }
+        // An existing export's disk is its own: verify finds out what it keeps.
+        if self.verify && self.disk() == Disk::Null {
+            match self.target {
+                Target::Sim => {
+                    return Err("--verify needs a disk that keeps data: --disk ram".into())
+                }
+                Target::VhostUserSpawn => {
+                    return Err("--verify needs a disk that keeps data: --disk file:PATH".into())
+                }
+                Target::VhostUser(_) => {}
             }
         }
+        if !self.verify && self.verify_initial != VerifyInitial::Either {
+            return Err("--verify-initial goes with --verify".into());
+        }
+        if self.target.is_vhost_user() && (self.inject_ioerr.is_some() || self.inject_stall) {
+            return Err("--inject-ioerr and --inject-stall are for --target sim \
+                        (--spawn-daemon has --blkdebug-error)"
+                .into());
+        }
+        if !self.blkdebug_error.is_empty() && self.target != Target::VhostUserSpawn {
+            return Err("--blkdebug-error needs --target vhost-user --spawn-daemon \
+                        (the sim has --inject-ioerr)"
+                .into());
+        }
         if self.peer.is_some() {
+            if self.verify || self.number_ios.is_some() || !self.blkdebug_error.is_empty() {
+                return Err("--peer compares timed runs: --verify, --number-ios and \
+                            --blkdebug-error are for runs of our driver alone"
+                    .into());
+            }
             if !self.target.is_vhost_user() {
                 return Err("--peer compares drivers against a vhost-user export: \
                             use --target vhost-user"
@@ -296,9 +390,6 @@ impl Args {
         } else if !self.compare_iodepths.is_empty() || !self.compare_queues.is_empty() {
             return Err("--compare-iodepths / --compare-queues need --peer".into());
         }
-        if self.verify && self.disk != Disk::Ram {
-            return Err("--verify needs --disk ram (a null disk keeps no data)".into());
-        }
         let blocks = self.size / self.bs;
         if blocks < u64::from(self.queues) {
             return Err(format!(
@@ -306,7 +397,7 @@ impl Args {
                 self.size, self.bs, self.queues
             ));
         }
-        if self.disk == Disk::Ram {
+        if self.disk() == Disk::Ram {
             if let Some(available) = available_memory() {
                 // Leave room for the rest of the process and the system.
                 if self.size > available / 10 * 8 {
@@ -318,6 +409,11 @@ impl Args {
             }
         }
         Ok(())
+    }
+
+    /// What backs the disk: `--disk`, else null.
+    pub fn disk(&self) -> Disk {
+        self.disk.clone().unwrap_or(Disk::Null)
     }
 
     /// Entries per ring: the next power of two ≥ 3 × iodepth, capped at
@@ -357,6 +453,8 @@ impl Args {
             read_percent: self.rw.read_percent(self.rwmixread),
             iodepth: self.iodepth,
             verify: self.verify,
+            verify_initial: self.verify_initial.into(),
+            number_ios: self.number_ios,
             spin_budget: self.spin_budget,
             runtime_ns: seconds_to_ns(self.runtime),
             request_timeout_ns: seconds_to_ns(self.request_timeout),
@@ -370,6 +468,18 @@ impl Args {
             SimThreads::Poll => true,
             SimThreads::Sleep => false,
         }
+    }
+}
+
+fn parse_disk(s: &str) -> Result<Disk, String> {
+    match s {
+        "null" => Ok(Disk::Null),
+        "ram" => Ok(Disk::Ram),
+        _ => match s.strip_prefix("file:") {
+            Some("") => Err("file: needs a path: file:PATH".into()),
+            Some(path) => Ok(Disk::File(PathBuf::from(path))),
+            None => Err(format!("`{s}`: expected null, ram or file:PATH")),
+        },
     }
 }
 
@@ -569,11 +679,62 @@ mod tests {
         assert_eq!(args.compare_queues, [1, 2]);
     }
 
+    fn check(args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["vblk-bench"];
+        all.extend_from_slice(args);
+        Args::parse_from(all).check()
+    }
+
     #[test]
-    fn verify_needs_a_ram_disk() {
-        let args = Args::parse_from(["vblk-bench", "--verify"]);
-        assert!(args.check().unwrap_err().contains("--disk ram"));
-        let args = Args::parse_from(["vblk-bench", "--verify", "--disk", "ram", "--size", "1m"]);
+    fn verify_needs_a_disk_that_keeps_data() {
+        assert!(check(&["--verify"]).unwrap_err().contains("--disk ram"));
+        assert_eq!(
+            check(&["--verify", "--disk", "ram", "--size", "1m"]),
+            Ok(())
+        );
+        let spawn = ["--target", "vhost-user", "--spawn-daemon", "--verify"];
+        assert!(check(&spawn).unwrap_err().contains("--disk file:PATH"));
+        assert_eq!(
+            check(&[&spawn[..], &["--disk", "file:/x.img"]].concat()),
+            Ok(())
+        );
+        // What an existing export keeps is its business: verify finds out.
+        assert_eq!(check(&["--target", "vhost-user:/s", "--verify"]), Ok(()));
+        assert!(check(&["--verify-initial", "stamped"]).is_err());
+    }
+
+    #[test]
+    fn disks_go_with_their_targets() {
+        assert_eq!(
+            parse_disk("file:/a,b.img"),
+            Ok(Disk::File("/a,b.img".into()))
+        );
+        assert!(parse_disk("file:").is_err());
+        assert!(parse_disk("nvme").unwrap_err().contains("file:PATH"));
+        assert!(check(&["--disk", "file:/x.img"]).is_err());
+        let spawn = ["--target", "vhost-user", "--spawn-daemon"];
+        assert!(check(&[&spawn[..], &["--disk", "ram"]].concat()).is_err());
+        assert_eq!(check(&[&spawn[..], &["--disk", "null"]].concat()), Ok(()));
+        assert!(check(&["--target", "vhost-user:/s", "--disk", "null"]).is_err());
+    }
+
+    #[test]
+    fn blkdebug_errors_need_a_spawned_daemon() {
+        let spawn = ["--target", "vhost-user", "--spawn-daemon"];
+        let rules = [
+            "--blkdebug-error",
+            "read:8",
+            "--blkdebug-error",
+            "write:16:once",
+        ];
+        let args = Args::parse_from([&["vblk-bench"][..], &spawn, &rules].concat());
         assert_eq!(args.check(), Ok(()));
+        assert_eq!(args.blkdebug_error.len(), 2);
+        assert!(args.blkdebug_error[1].once);
+        assert!(check(&rules).unwrap_err().contains("--spawn-daemon"));
+        assert!(check(&["--target", "vhost-user:/s", "--blkdebug-error", "read:8"]).is_err());
+        assert!(check(&[&spawn[..], &["--inject-ioerr", "0..8"]].concat()).is_err());
+        let peer = ["--peer", "libblkio", "--number-ios", "10"];
+        assert!(check(&[&spawn[..], &peer].concat()).is_err());
     }
 }

@@ -184,10 +184,7 @@ pub fn run(args: &Args) -> ExitCode {
     println!(
         "vhost-user-blk export: {}; rw={:?} bs={} runtime={}s per run, {} runs each; \
          load average before: {load_before}, after: {}",
-        match &args.target {
-            crate::args::Target::VhostUser(path) => path.display().to_string(),
-            _ => format!("qemu-storage-daemon null-co size={} (spawned)", args.size),
-        },
+        backend.describe(args),
         args.rw,
         args.bs,
         args.runtime,

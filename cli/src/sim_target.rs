@@ -60,9 +60,10 @@ pub struct RunResult {
 pub fn run(args: &Args) -> Result<RunResult, SetupError> {
     let mut sim_config = SimConfig {
         num_queues: args.queues,
-        disk: match args.disk {
-            args::Disk::Null => DiskKind::Null,
+        disk: match args.disk() {
             args::Disk::Ram => DiskKind::Ram,
+            // args.check refuses file disks for the sim.
+            args::Disk::Null | args::Disk::File(_) => DiskKind::Null,
         },
         capacity_sectors: args.size / 512,
         inject: args

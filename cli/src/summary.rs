@@ -5,7 +5,7 @@ use vblk_report::summary::add_stats;
 use vblk_report::{Clat, DirSummary, Summary};
 use virtio_blk_mq::QueueStats;
 
-use crate::args::Args;
+use crate::args::{Args, Target};
 use crate::job::DirStats;
 use crate::sim_target::RunResult;
 
@@ -59,7 +59,10 @@ pub fn summarize(args: &Args, run: &RunResult) -> Summary {
         queues: args.queues,
         iodepth: args.iodepth,
         mode: value_name(&args.mode),
-        disk: value_name(&args.disk),
+        disk: match &args.target {
+            Target::VhostUser(_) => "export".into(),
+            _ => args.disk().name().into(),
+        },
         runtime_ms: longest.div_ceil(1_000_000),
         min_runtime_ms: shortest.min(longest).div_ceil(1_000_000),
         read: direction(&read, seconds),
@@ -69,5 +72,10 @@ pub fn summarize(args: &Args, run: &RunResult) -> Summary {
         irq_timeouts: run.irq_timeouts,
         errors,
         verify_errors,
+        bad_requests: run
+            .queues
+            .iter()
+            .flat_map(|(_, result)| result.bad_requests.iter().cloned())
+            .collect(),
     }
 }

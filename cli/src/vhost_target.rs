@@ -17,7 +17,7 @@ use virtio_blk_mq::transport::vhost_user::{
 };
 use virtio_blk_mq::{BlkDevice, PAGE_SIZE};
 
-use crate::args::Args;
+use crate::args::{Args, Disk};
 use crate::job;
 use crate::progress::Progress;
 use crate::sim_target::{RunResult, SetupError};
@@ -32,8 +32,9 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Starts the daemon for `--spawn-daemon` (null-co, `--size` bytes,
-    /// `queues` queues), or names the socket of `--target vhost-user:PATH`.
+    /// Starts the daemon for `--spawn-daemon` (`queues` queues on null-co
+    /// of `--size` bytes or on `--disk file:PATH`, under blkdebug with
+    /// `--blkdebug-error`), or names the socket of `--target vhost-user:PATH`.
     pub fn open(args: &Args, queues: u16) -> Result<Backend, SetupError> {
         match &args.target {
             crate::args::Target::VhostUser(path) => Ok(Backend {
@@ -41,13 +42,29 @@ impl Backend {
                 daemon: None,
             }),
             _ => {
-                let daemon = StorageDaemon::spawn(&DaemonConfig {
-                    backend: DaemonBackend::Null {
+                let backend = match args.disk() {
+                    Disk::File(path) => {
+                        if !path.is_file() {
+                            return Err(SetupError::Backend(format!(
+                                "--disk file:{}: no such file (create it first, e.g. \
+                                 truncate -s 64M {})",
+                                path.display(),
+                                path.display()
+                            )));
+                        }
+                        DaemonBackend::File { path }
+                    }
+                    _ => DaemonBackend::Null {
                         size: args.size,
                         latency_ns: 0,
                     },
+                };
+                let daemon = StorageDaemon::spawn(&DaemonConfig {
+                    backend,
                     num_queues: queues,
                     writable: true,
+                    blkdebug: (!args.blkdebug_error.is_empty())
+                        .then(|| vblk_report::blkdebug::inject_error_options(&args.blkdebug_error)),
                 })
                 .map_err(|e| SetupError::Backend(e.to_string()))?;
                 Ok(Backend {
@@ -61,6 +78,17 @@ impl Backend {
     /// The export's socket.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// What the export is, for the user.
+    pub fn describe(&self, args: &Args) -> String {
+        match (&self.daemon, args.disk()) {
+            (None, _) => self.socket.display().to_string(),
+            (Some(_), Disk::File(path)) => {
+                format!("qemu-storage-daemon raw file {} (spawned)", path.display())
+            }
+            (Some(_), _) => format!("qemu-storage-daemon null-co size={} (spawned)", args.size),
+        }
     }
 
     /// The daemon's last words, when this run started one.
@@ -102,8 +130,6 @@ pub fn run(args: &Args, backend: &Backend) -> Result<RunResult, SetupError> {
             args.bs
         )));
     }
-    // --verify is refused for this target (args.check), so the job reads
-    // what the export holds without checking it.
     let spec = args.job_spec(blocks_per_queue);
     // The daemon's thread needs a CPU too.
     let yield_when_idle = usize::from(args.queues) + 1 > available_cpus();

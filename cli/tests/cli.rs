@@ -3,48 +3,14 @@
 //! Runs are kept short (a fraction of a second): these tests check what the
 //! CLI reports and how it exits, never how fast anything is.
 
-use std::process::{Command, Output};
+mod common;
 
+use common::{f64_at, json_report, stderr, u64_at, vblk_bench};
 use serde_json::Value;
 
-fn vblk_bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vblk-bench"))
-        .args(args)
-        .output()
-        .expect("vblk-bench starts")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Runs a job with `--output-format json` and returns the report.
-fn json_run(args: &[&str]) -> (Output, Value) {
-    let mut all = vec!["--output-format", "json", "--runtime", "0.3"];
-    all.extend_from_slice(args);
-    let output = vblk_bench(&all);
-    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            stderr(&output)
-        )
-    });
-    (output, report)
-}
-
-fn u64_at(report: &Value, pointer: &str) -> u64 {
-    report
-        .pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{pointer} missing or not an integer in {report}"))
-}
-
-fn f64_at(report: &Value, pointer: &str) -> f64 {
-    report
-        .pointer(pointer)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("{pointer} missing or not a number in {report}"))
+/// Runs a short job (0.3 s) with `--output-format json`; returns the report.
+fn json_run(args: &[&str]) -> (std::process::Output, Value) {
+    json_report(&[&["--runtime", "0.3"][..], args].concat())
 }
 
 /// Checks one direction's fio fields against each other.
@@ -216,6 +182,8 @@ fn bad_flags_get_a_message_and_status_2() {
     for (args, expected) in [
         (&["--bs", "3k"][..], "power of two"),
         (&["--verify"][..], "--disk ram"),
+        (&["--blkdebug-error", "read:x"][..], "read:SECTOR"),
+        (&["--disk", "tape"][..], "file:PATH"),
         (&["--iodepth", "0"][..], "iodepth"),
         (&["--rw", "sideways"][..], "sideways"),
         (&["--runtime=-1"][..], "positive"),
@@ -325,6 +293,14 @@ fn vhost_user_flag_mistakes_exit_2() {
             "--verify",
             "--disk",
             "ram",
+        ],
+        &["--target", "vhost-user", "--spawn-daemon", "--verify"],
+        &["--blkdebug-error", "read:8"],
+        &[
+            "--target",
+            "vhost-user:/tmp/x.sock",
+            "--disk",
+            "file:/tmp/x.img",
         ],
     ] {
         let output = vblk_bench(args);

@@ -106,9 +106,8 @@ pub fn send_startup(apic_id: u32, page: u8) {
 /// How an I/O APIC input signals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
-    /// Edge-triggered, active high (ISA style). Unused by virtio, kept for
-    /// the kext API's `attach_irq` on ISA lines.
-    #[allow(dead_code)]
+    /// Edge-triggered, active high (ISA style; how Kerla's `attach_irq`
+    /// programs every line, so the kext API stand-in does too).
     Edge,
     /// Level-triggered, active high as QEMU presents PCI INTx and
     /// virtio-mmio lines to the I/O APIC.

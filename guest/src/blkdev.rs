@@ -9,6 +9,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use vblk_report::summary::add_stats;
+use vblk_report::verify::Initial;
 use vblk_report::{DirStats, DirSummary, Summary};
 use virtio_blk_mq::transport::pci::{self, MsixMessage, PciTransport};
 use virtio_blk_mq::transport::MmioTransport;
@@ -197,6 +198,8 @@ pub fn job_spec(options: &Options, capacity_sectors: u64) -> Result<JobSpec, Str
         read_percent: options.rw.read_percent(options.rwmixread),
         iodepth: options.iodepth,
         verify: options.verify,
+        verify_initial: Initial::default(),
+        number_ios: options.number_ios,
         spin_budget: options.spin_budget,
         runtime_ns: options.runtime_ms * 1_000_000,
         request_timeout_ns: job::REQUEST_TIMEOUT_NS,
@@ -259,5 +262,9 @@ pub fn summarize(
         irq_timeouts: timeouts,
         errors,
         verify_errors,
+        bad_requests: finished
+            .iter()
+            .flat_map(|(_, result)| result.bad_requests.iter().cloned())
+            .collect(),
     }
 }

@@ -58,6 +58,8 @@ pub struct Options {
     pub runtime_ms: u64,
     /// Stamp writes, check reads.
     pub verify: bool,
+    /// Requests each queue issues at most (fio's `number_ios`).
+    pub number_ios: Option<u64>,
     /// Ring layout.
     pub ring: Ring,
     /// Completion mode.
@@ -110,6 +112,7 @@ impl Default for Options {
             iodepth: 32,
             runtime_ms: 5000,
             verify: false,
+            number_ios: None,
             ring: Ring::Packed,
             mode: Mode::Poll,
             queues: 1,
@@ -188,6 +191,9 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
             }
             "runtime" => options.runtime_ms = parse_seconds(value).ok_or_else(bad)?,
             "verify" => options.verify = flag(value).ok_or_else(bad)?,
+            "number_ios" => {
+                options.number_ios = Some(value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?)
+            }
             "ring" => {
                 options.ring = match value {
                     "split" => Ring::Split,

@@ -1,8 +1,9 @@
 //! The kernel's side of the kext API stand-in (`kerla_api::kernel_ops`):
 //! what Kerla's kernel and runtime provide to a kext, implemented over this
 //! kernel's services — pages from `mm`, interrupt lines through the I/O
-//! APIC (`irq::attach_gsi`), the PCI function list with capabilities, the
-//! virtio-mmio devices from the command line, CPUs from `cpu`/`smp`.
+//! APIC (`irq::attach_gsi`, edge-triggered as Kerla programs it), PCI
+//! configuration reads and writes of function 0 (the stand-in scans as
+//! Kerla does), the virtio-mmio devices from the command line.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -11,7 +12,6 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use kerla_api::address::PAddr;
 use kerla_api::driver::block::BlockDriver;
-use kerla_api::driver::pci::PciDevice;
 use kerla_api::driver::VirtioMmioDevice;
 use kerla_api::kernel_ops::KernelOps;
 use virtio_blk_mq::sync::SpinLock;
@@ -20,7 +20,7 @@ use virtio_blk_mq::transport::PciConfig;
 use crate::apic::Trigger;
 use crate::cmdline::MmioDevice;
 use crate::pci::PciFunction;
-use crate::{arch, cpu, irq, mm, pci, println, smp};
+use crate::{arch, irq, mm, println, smp};
 
 /// I/O APIC inputs a kext may attach to.
 const LINES: usize = 24;
@@ -86,9 +86,10 @@ impl KernelOps for GuestOps {
         mm::alloc_pages(num_pages).map(|paddr| PAddr::new(paddr as usize))
     }
 
-    /// Level-triggered, active high (how QEMU presents PCI INTx and
-    /// virtio-mmio lines), routed to CPU 0. Kerla routes edge-triggered;
-    /// either works for a device whose handler acknowledges it.
+    /// Edge-triggered, active high, routed to CPU 0: how Kerla programs
+    /// its I/O APIC. (A level line would suit PCI INTx better; matching
+    /// Kerla keeps the kext honest about what it will get there: an edge
+    /// lost while the line stays asserted costs a wait its timeout.)
     fn attach_irq(&self, irq: u8, f: Box<dyn FnMut() + Send + Sync + 'static>) {
         let line = usize::from(irq);
         if line >= LINES {
@@ -117,7 +118,7 @@ impl KernelOps for GuestOps {
         if !ROUTED[line].swap(true, Ordering::AcqRel) {
             let routed = irq::attach_gsi(
                 u32::from(irq),
-                Trigger::Level,
+                Trigger::Edge,
                 smp::apic_id(0),
                 Box::new(move || run_line(line)),
             );
@@ -131,19 +132,12 @@ impl KernelOps for GuestOps {
         BLOCK_DRIVERS.lock().push(driver);
     }
 
-    fn pci_devices(&self) -> Vec<PciDevice> {
-        pci::enumerate()
-            .iter()
-            .filter_map(|d| PciDevice::read(d.function.bus, d.function.device, d.function.function))
-            .collect()
+    fn pci_config_read32(&self, bus: u8, slot: u8, offset: u8) -> u32 {
+        function_zero(bus, slot).read_u32(u16::from(offset & 0xfc))
     }
 
-    fn pci_config_read32(&self, bus: u8, slot: u8, function: u8, offset: u8) -> u32 {
-        pci_function(bus, slot, function).read_u32(u16::from(offset & 0xfc))
-    }
-
-    fn pci_config_write32(&self, bus: u8, slot: u8, function: u8, offset: u8, value: u32) {
-        pci_function(bus, slot, function).write_u32(u16::from(offset & 0xfc), value)
+    fn pci_config_write32(&self, bus: u8, slot: u8, offset: u8, value: u32) {
+        function_zero(bus, slot).write_u32(u16::from(offset & 0xfc), value)
     }
 
     fn virtio_mmio_devices(&self) -> Vec<VirtioMmioDevice> {
@@ -159,14 +153,6 @@ impl KernelOps for GuestOps {
             .collect()
     }
 
-    fn num_cpus(&self) -> usize {
-        cpu::online()
-    }
-
-    fn cpu_id(&self) -> usize {
-        cpu::index()
-    }
-
     fn save_and_disable_interrupts(&self) -> bool {
         let were_on = arch::interrupts_enabled();
         arch::disable_interrupts();
@@ -180,11 +166,11 @@ impl KernelOps for GuestOps {
     }
 }
 
-fn pci_function(bus: u8, device: u8, function: u8) -> PciFunction {
+fn function_zero(bus: u8, device: u8) -> PciFunction {
     PciFunction {
         bus,
         device: device & 0x1f,
-        function: function & 7,
+        function: 0,
     }
 }
 

@@ -4,10 +4,11 @@
 //! offers every PCI function and virtio-mmio device to the kext's prober.
 //! Then two checks through what the kext registered:
 //!
-//! - the block driver (PR #108's `BlockDriver`): sectors written with a
-//!   pattern and read back (1, 3 and 160 sectors, the last one larger than
-//!   the kext's bounce buffer), requests that must be refused (a length
-//!   that is not whole sectors, a sector past the end), a flush; the
+//! - the synchronous path, run with interrupts off as a Kerla system call
+//!   runs: sectors written with a pattern and read back (1 sector through
+//!   PR #108's `BlockDriver`, 3 and 160 through the kext's `Disk`, the last
+//!   larger than the kext's bounce buffer), requests that must be refused (a
+//!   length that is not whole sectors, a sector past the end), a flush; the
 //!   sectors are zeroed again afterwards, as a fresh disk reads;
 //! - the fio-style job, on the kext's native per-CPU queues: each CPU takes
 //!   its own queue from the disk and runs the job on it, as in the direct
@@ -19,17 +20,17 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use kerla_api::driver::block::{BlockDriver, BlockError, SECTOR_SIZE};
+use kerla_api::driver::block::BlockDriver;
 use vblk_report::Summary;
 use virtio_blk_mq::sync::SpinLock;
 use virtio_blk_mq::{Config, Features, Mode, QueueStats, RingKind};
-use virtio_blk_mq_kext::{Disk, KextConfig, KextHal};
+use virtio_blk_mq_kext::{BlockError, Cpus, Disk, KextConfig, KextHal, SECTOR_SIZE};
 
 use crate::blkdev;
 use crate::cmdline::{self, Options};
 use crate::exit::Status;
 use crate::job::{self, QueueResult};
-use crate::{kerla, logger, println, smp};
+use crate::{arch, cpu, kerla, logger, println, smp};
 
 /// Why the kext path stopped: the exit status and the message.
 pub type Failure = (Status, String);
@@ -42,8 +43,8 @@ fn broken(why: String) -> Failure {
 pub fn run(options: &Options, cpus: usize) -> Result<Summary, Failure> {
     logger::init();
     kerla::init(&options.mmio);
-    let config = kext_config(options);
-    if config == KextConfig::default() {
+    let config = kext_config(options, cpus);
+    if is_default(&config) {
         println!("vblk-guest: kext: loading virtio_blk_mq_kext: init()");
         virtio_blk_mq_kext::init();
     } else {
@@ -80,13 +81,21 @@ pub fn run(options: &Options, cpus: usize) -> Result<Summary, Failure> {
         )));
     }
     let keeps_data = options.disk != "null";
-    let checked = round_trip(&**driver, keeps_data).map_err(|why| (Status::Failed, why))?;
+    // A Kerla system call runs with interrupts off: so does this.
+    let were_on = arch::interrupts_enabled();
+    arch::disable_interrupts();
+    let checked = round_trip(&**driver, disk, keeps_data);
+    if were_on {
+        arch::enable_interrupts();
+    }
+    let checked = checked.map_err(|why| (Status::Failed, why))?;
     println!("vblk-guest: kext: block driver: {checked}");
     run_job(options, cpus, disk).map_err(broken)
 }
 
-/// The kext's settings for the command line's ring, mode and spin budget.
-fn kext_config(options: &Options) -> KextConfig {
+/// The kext's settings for the command line's ring, mode and spin budget,
+/// on `cpus` CPUs (Kerla's kext API has no CPU query: the kernel says).
+fn kext_config(options: &Options, cpus: usize) -> KextConfig {
     let mut features = Features::SUPPORTED;
     if options.ring == cmdline::Ring::Split {
         features.remove(Features::RING_PACKED);
@@ -103,8 +112,21 @@ fn kext_config(options: &Options) -> KextConfig {
             ..defaults.driver
         },
         spin_budget: options.spin_budget,
+        cpus: Cpus {
+            count: cpus,
+            current: cpu::index,
+        },
         ..defaults
     }
+}
+
+/// Whether `config` is what the kext's plain `init()` sets up.
+fn is_default(config: &KextConfig) -> bool {
+    let defaults = KextConfig::default();
+    config.driver == defaults.driver
+        && config.queues == defaults.queues
+        && config.spin_budget == defaults.spin_budget
+        && config.cpus.count() == defaults.cpus.count()
 }
 
 /// Byte `i` of the `case`-th pattern written at `sector`.
@@ -113,11 +135,12 @@ fn pattern(sector: u64, case: usize, i: usize) -> u8 {
     (sector as u8) ^ (i as u8).rotate_left(3) ^ (0x5a + case as u8)
 }
 
-/// Writes and reads back whole sectors through the block driver, checks
-/// the refusals, flushes, and zeroes the sectors again. Returns what was
-/// checked, or the first thing that went wrong.
-fn round_trip(driver: &dyn BlockDriver, keeps_data: bool) -> Result<String, String> {
-    let capacity = driver.capacity_sectors();
+/// Writes and reads back whole sectors through the block driver and the
+/// disk's synchronous API, checks the refusals, flushes, and zeroes the
+/// sectors again. Returns what was checked, or the first thing that went
+/// wrong.
+fn round_trip(driver: &dyn BlockDriver, disk: &Disk, keeps_data: bool) -> Result<String, String> {
+    let capacity = disk.info().capacity_sectors;
     if capacity < 256 {
         return Err(format!(
             "the disk has {capacity} sectors; the check needs 256"
@@ -138,11 +161,9 @@ fn round_trip(driver: &dyn BlockDriver, keeps_data: bool) -> Result<String, Stri
             driver.write_block(sector, &data);
             driver.read_block(sector, &mut back);
         } else {
-            driver
-                .try_write_block(sector, &data)
+            disk.write(sector, &data)
                 .map_err(|e| format!("write of {len} bytes at sector {sector}: {e}"))?;
-            driver
-                .try_read_block(sector, &mut back)
+            disk.read(sector, &mut back)
                 .map_err(|e| format!("read of {len} bytes at sector {sector}: {e}"))?;
         }
         if keeps_data {
@@ -163,30 +184,29 @@ fn round_trip(driver: &dyn BlockDriver, keeps_data: bool) -> Result<String, Stri
     };
     expect(
         "read of 100 bytes",
-        driver.try_read_block(0, &mut [0u8; 100]),
+        disk.read(0, &mut [0u8; 100]),
         BlockError::Misaligned,
     )?;
     expect(
         "write of 700 bytes",
-        driver.try_write_block(0, &[0u8; 700]),
+        disk.write(0, &[0u8; 700]),
         BlockError::Misaligned,
     )?;
     expect(
         "read of the sector after the last",
-        driver.try_read_block(capacity, &mut [0u8; 512]),
+        disk.read(capacity, &mut [0u8; 512]),
         BlockError::OutOfRange,
     )?;
     expect(
         "write of 2 sectors from the last",
-        driver.try_write_block(capacity - 1, &[0u8; 1024]),
+        disk.write(capacity - 1, &[0u8; 1024]),
         BlockError::OutOfRange,
     )?;
     // PR #108's form of a bad request: logged by the kext, no panic.
     driver.read_block(0, &mut [0u8; 100]);
-    driver.flush().map_err(|e| format!("flush: {e}"))?;
+    disk.flush().map_err(|e| format!("flush: {e}"))?;
     for &(sector, count) in &cases {
-        driver
-            .try_write_block(sector, &vec![0u8; count * SECTOR_SIZE])
+        disk.write(sector, &vec![0u8; count * SECTOR_SIZE])
             .map_err(|e| format!("zeroing sector {sector}: {e}"))?;
     }
     Ok(format!(

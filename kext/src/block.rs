@@ -1,12 +1,14 @@
-//! The block driver the kext registers for each disk (PR #108's
-//! `BlockDriver`, with the stand-in's Result-returning methods). A
-//! synchronous convenience over [`Disk`]'s seats: see `disk` for the lock
-//! it takes.
+//! The block driver the kext registers for each disk: PR #108's
+//! `BlockDriver`, a synchronous convenience over [`Disk`]'s seats (see
+//! `disk` for the lock it takes). PR #108's methods return nothing, so
+//! errors are logged here; callers that need them use [`Disk::read`],
+//! [`Disk::write`] and [`Disk::flush`], which return [`BlockError`]s.
 
-use kerla_api::driver::block::{BlockDriver, BlockError};
+use kerla_api::driver::block::BlockDriver;
 use kerla_api::driver::Driver;
 
 use crate::disk::Disk;
+use crate::error::BlockError;
 
 /// A disk as a Kerla block device.
 pub struct VirtioBlkDriver {
@@ -18,9 +20,17 @@ impl VirtioBlkDriver {
         VirtioBlkDriver { disk }
     }
 
-    /// The disk behind it (for the native per-CPU API).
+    /// The disk behind it (for the native per-CPU API and the
+    /// Result-returning synchronous one).
     pub fn disk(&self) -> &'static Disk {
         self.disk
+    }
+
+    fn log(&self, what: &str, sector: u64, len: usize, error: BlockError) {
+        kerla_api::warn!(
+            "{}: {what} of {len} bytes at sector {sector} failed: {error}",
+            self.disk.name()
+        );
     }
 }
 
@@ -31,42 +41,17 @@ impl Driver for VirtioBlkDriver {
 }
 
 impl BlockDriver for VirtioBlkDriver {
-    /// PR #108's read: errors are logged (the signature cannot return
-    /// them) and `buf` is then left as it was or partly filled.
+    /// Errors are logged; `buf` is then left as it was or partly filled.
     fn read_block(&self, sector: u64, buf: &mut [u8]) {
-        if let Err(error) = self.try_read_block(sector, buf) {
-            kerla_api::warn!(
-                "{}: read of {} bytes at sector {sector} failed: {error}",
-                self.disk.name(),
-                buf.len()
-            );
+        if let Err(error) = self.disk.read(sector, buf) {
+            self.log("read", sector, buf.len(), error);
         }
     }
 
-    /// PR #108's write: errors are logged (the signature cannot return them).
+    /// Errors are logged.
     fn write_block(&self, sector: u64, buf: &[u8]) {
-        if let Err(error) = self.try_write_block(sector, buf) {
-            kerla_api::warn!(
-                "{}: write of {} bytes at sector {sector} failed: {error}",
-                self.disk.name(),
-                buf.len()
-            );
+        if let Err(error) = self.disk.write(sector, buf) {
+            self.log("write", sector, buf.len(), error);
         }
-    }
-
-    fn try_read_block(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        self.disk.read(sector, buf)
-    }
-
-    fn try_write_block(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
-        self.disk.write(sector, buf)
-    }
-
-    fn flush(&self) -> Result<(), BlockError> {
-        self.disk.flush()
-    }
-
-    fn capacity_sectors(&self) -> u64 {
-        self.disk.info().capacity_sectors
     }
 }

@@ -20,12 +20,12 @@ use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 
-use kerla_api::arch::cpu_id;
-use kerla_api::driver::block::BlockError;
 use kerla_api::sync::SpinLock;
 use virtio_blk_mq::mq::wait_for_completions;
 use virtio_blk_mq::{BlkDevice, BlkQueue, DeviceInfo, DmaBuffer, Mode, Op, RawSegment};
 
+use crate::config::Cpus;
+use crate::error::BlockError;
 use crate::hal::KextHal;
 use crate::irq::{IrqState, QueueWaiter};
 use crate::request::{self, Geometry};
@@ -72,6 +72,7 @@ pub struct Disk {
     seats: Vec<SpinLock<Seat>>,
     /// Queues meant for CPUs `0..cpu_queues`; the rest are spare.
     cpu_queues: usize,
+    cpus: Cpus,
     irq: &'static IrqState,
     irq_line: Option<u8>,
     spin_budget: u32,
@@ -81,7 +82,7 @@ impl Disk {
     pub(crate) fn new(
         name: String,
         mut device: KextDevice,
-        cpus: usize,
+        cpus: Cpus,
         irq: &'static IrqState,
         irq_line: Option<u8>,
         spin_budget: u32,
@@ -103,7 +104,8 @@ impl Disk {
             name,
             info,
             device: SpinLock::new(device),
-            cpu_queues: cpus.min(seats.len()),
+            cpu_queues: cpus.count().min(seats.len()),
+            cpus,
             seats,
             irq,
             irq_line,
@@ -158,9 +160,10 @@ impl Disk {
         })
     }
 
-    /// Takes the calling CPU's queue (`kerla_api::arch::cpu_id()`).
+    /// Takes the calling CPU's queue (the CPU index comes from the
+    /// [`Cpus`] the kext was loaded with).
     pub fn take_queue_for_this_cpu(&'static self) -> Option<CpuQueue> {
-        let cpu = cpu_id();
+        let cpu = self.cpus.current();
         if cpu >= self.cpu_queues {
             return None;
         }
@@ -240,7 +243,7 @@ impl Disk {
         let first = if n > self.cpu_queues {
             n - 1
         } else {
-            cpu_id() % n.max(1)
+            self.cpus.current() % n.max(1)
         };
         let mut saw_retired = false;
         for k in 0..n {

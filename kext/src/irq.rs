@@ -159,15 +159,20 @@ mod cpu {
         flags & (1 << 9) != 0
     }
 
+    // None of these is `nomem`: each must also be a compiler barrier, so
+    // the flag check the waiter makes between `cli` and `sti; hlt` can be
+    // neither hoisted above the `cli` nor sunk below the `hlt` (either
+    // would let an interrupt set the flag unseen and the CPU sleep anyway).
+
     pub fn disable_interrupts() {
         // SAFETY: ring 0 (a kext runs in the kernel); only masks interrupts
         // on this CPU, and the caller turns them back on.
-        unsafe { asm!("cli", options(nomem, nostack)) };
+        unsafe { asm!("cli", options(nostack)) };
     }
 
     pub fn enable_interrupts() {
         // SAFETY: ring 0; interrupts were on when the waiter was entered.
-        unsafe { asm!("sti", options(nomem, nostack)) };
+        unsafe { asm!("sti", options(nostack)) };
     }
 
     /// `sti; hlt`: interrupts are recognised only after the instruction
@@ -176,7 +181,7 @@ mod cpu {
     pub fn enable_interrupts_and_halt() {
         // SAFETY: ring 0; interrupts were on when the waiter was entered,
         // so the CPU wakes at the next one (the timer at the latest).
-        unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+        unsafe { asm!("sti", "hlt", options(nostack)) };
     }
 }
 

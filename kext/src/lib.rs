@@ -12,41 +12,49 @@
 //!   sleeps until the device's interrupt line, attached with `attach_irq`
 //!   (INTx: Kerla has no MSI-X);
 //! - registers a block driver ([`VirtioBlkDriver`], PR #108's
-//!   `BlockDriver` with the stand-in's Result-returning methods), a
-//!   synchronous path that locks one queue per request;
+//!   `BlockDriver`), a synchronous path that locks one queue per request;
 //! - keeps the disk for high-IOPS callers: [`disks`] and
 //!   [`Disk::take_queue`] hand each CPU its own queue, on which submit,
 //!   commit and poll take no lock and allocate nothing.
 //!
+//! After `init_drivers`, a kernel may hand the kext its command line
+//! ([`boot`]) for the `vblk.` options, such as the boot self-test.
+//!
 //! DMA memory comes from `kerla_api::mm::alloc_pages` (physical address =
 //! device address, reached through the straight map): [`KextHal`].
 //!
-//! The source builds against Kerla's `kerla_api` plus PR #108's block
-//! module and the stand-in's extensions (see the README, "Using it in
-//! Kerla"); in this repository it builds against the stand-in in
-//! `kext/kerla_api`.
+//! The kext uses Kerla main's `kerla_api` plus PR #108's block module and
+//! nothing else (`api_surface.rs` pins each item); what Kerla's API lacks
+//! (errors from block requests, the CPU count) is the kext's own:
+//! [`BlockError`], [`Cpus`].
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 
+mod api_surface;
 mod block;
+mod boot;
 mod config;
 mod disk;
+mod error;
 mod hal;
 mod irq;
 mod pci_view;
 mod prober;
 mod request;
+mod selftest;
 mod transport;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 pub use block::VirtioBlkDriver;
-pub use config::{KextConfig, DEFAULT_SPIN_BUDGET};
+pub use boot::BootOptions;
+pub use config::{Cpus, KextConfig, DEFAULT_SPIN_BUDGET};
 pub use disk::{CpuQueue, Disk, KextDevice, KextQueue, BOUNCE_BYTES};
+pub use error::{BlockError, SECTOR_SIZE};
 pub use hal::KextHal;
 pub use irq::QueueWaiter;
 pub use pci_view::{ConfigView, MAX_BAR_SIZE};
@@ -54,13 +62,14 @@ pub use prober::MMIO_WINDOW;
 pub use transport::{KextNotifier, KextTransport};
 
 /// The kext's entry point, as Kerla's `boot_kernel` calls it: registers
-/// the prober with the default settings (poll mode, one queue per CPU plus one).
+/// the prober with the default settings (poll mode, one CPU, one queue
+/// for it plus one).
 pub fn init() {
     init_with(KextConfig::default());
 }
 
-/// [`init`] with other settings (a kernel that wants Hybrid mode, a ring
-/// layout, a queue size).
+/// [`init`] with other settings (a kernel with several CPUs, Hybrid mode,
+/// a ring layout, a queue size).
 pub fn init_with(config: KextConfig) {
     kerla_api::driver::register_driver_prober(Box::new(prober::Prober::new(config)));
 }
@@ -68,4 +77,19 @@ pub fn init_with(config: KextConfig) {
 /// Every disk the prober has set up, in probe order.
 pub fn disks() -> Vec<&'static Disk> {
     prober::DISKS.lock().clone()
+}
+
+/// Runs what the `vblk.` options of the kernel command line `cmdline` ask
+/// for (after `init_drivers`): `vblk.selftest=GENERATION` runs the boot
+/// self-test on every disk. Each result is logged (`vblk-selftest: PASS` /
+/// `FAIL`); returns whether everything asked for passed. A malformed
+/// option is logged and nothing runs.
+pub fn boot(cmdline: &str) -> bool {
+    match BootOptions::parse(cmdline) {
+        Ok(options) => boot::run(&options),
+        Err(why) => {
+            kerla_api::warn!("virtio-blk-mq kext: {why}");
+            false
+        }
+    }
 }

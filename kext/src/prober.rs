@@ -7,7 +7,6 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 
-use kerla_api::arch::num_cpus;
 use kerla_api::driver::block::register_block_driver;
 use kerla_api::driver::pci::PciDevice;
 use kerla_api::driver::{attach_irq, DeviceProber, VirtioMmioDevice};
@@ -48,9 +47,9 @@ impl Prober {
 
     /// Negotiates, sets up the queues, attaches the line, registers.
     fn set_up(&self, name: String, transport: KextTransport, line: Option<u8>, source: IrqSource) {
-        let cpus = num_cpus();
+        let cpus = self.config.cpus;
         let config = Config {
-            queues: self.config.queues_for(cpus),
+            queues: self.config.queues_wanted(),
             ..self.config.driver
         };
         let device = match BlkDevice::new(KextHal, transport, config) {
@@ -83,7 +82,7 @@ impl Prober {
             info.capacity_sectors,
             info.ring,
             disk.queues(),
-            cpus,
+            cpus.count(),
             self.config.driver.mode,
             line.map_or(String::from("none"), |l| format!("{l}")),
         );

@@ -3,7 +3,7 @@
 
 use core::ops::Range;
 
-use kerla_api::driver::block::{BlockError, SECTOR_SIZE};
+use crate::error::{BlockError, SECTOR_SIZE};
 use virtio_blk_mq::{DeviceInfo, Error};
 
 /// What a request is checked against.

@@ -1,7 +1,9 @@
 //! One queue's fio-style job, the same in the bench CLI and the guest kernel:
-//! keep `iodepth` requests in flight until the runtime is over, then drain;
-//! stamp writes and check reads when verifying; record completion latencies;
-//! give up on requests the device sits on.
+//! keep `iodepth` requests in flight until the runtime is over (or
+//! `number_ios` were issued), then drain; stamp writes and check reads when
+//! verifying; record completion latencies; give up on requests the device
+//! sits on. A request the device fails (IOERR, UNSUPP) is counted and listed,
+//! and the job goes on; a broken device or queue stops it.
 //!
 //! What differs between the two lives behind [`JobHost`] (the clock, what to
 //! do on an empty poll, where progress goes) and [`Recorder`] (the CLI keeps
@@ -15,7 +17,7 @@ use alloc::vec::Vec;
 use virtio_blk_mq::mq::{wait_for_completions, IrqWait};
 use virtio_blk_mq::{BlkQueue, Completion, DmaBuffer, Error, Hal, Mode, QueueNotifier};
 
-use crate::verify::{self, Verifier};
+use crate::verify::{self, Initial, Mismatch, Verifier};
 use crate::workload::{Dir, Picker};
 
 /// How long the drain may wait for requests in flight before giving up, ns.
@@ -26,6 +28,9 @@ const TIMEOUT_TICK_NS: u64 = 10_000_000;
 
 /// Empty polls between two looks at the clock.
 const CLOCK_EVERY_EMPTY_POLLS: u32 = 64;
+
+/// Bad requests each queue lists (the counts stay exact beyond them).
+pub const MAX_BAD_REQUESTS: usize = 64;
 
 /// What every queue's job does.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +47,11 @@ pub struct JobSpec {
     pub iodepth: u16,
     /// Stamp writes, check reads, never two requests on one block at once.
     pub verify: bool,
+    /// With `verify`: what a block holds before this job writes it.
+    pub verify_initial: Initial,
+    /// Requests each queue issues at most (fio's `number_ios`); `None`: as
+    /// many as the runtime allows.
+    pub number_ios: Option<u64>,
     /// Empty checks before a hybrid queue sleeps.
     pub spin_budget: u32,
     /// How long to keep submitting, ns.
@@ -80,6 +90,57 @@ pub trait JobHost {
     }
 }
 
+/// A request that failed, or read back data that did not match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRequest {
+    /// The queue it ran on.
+    pub queue: usize,
+    /// Its direction.
+    pub dir: Dir,
+    /// Its first sector.
+    pub sector: u64,
+    /// Its length in sectors.
+    pub sectors: u64,
+    /// What went wrong.
+    pub problem: Problem,
+}
+
+/// What went wrong with a [`BadRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The request completed with this error.
+    Failed(Error),
+    /// The read completed, but its data was wrong: the first sector that
+    /// differed, and how.
+    Mismatch(Mismatch),
+}
+
+impl core::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "queue {}: {} of {} sectors at sector {}",
+            self.queue,
+            self.dir.name(),
+            self.sectors,
+            self.sector
+        )?;
+        match &self.problem {
+            Problem::Failed(error) => write!(f, " failed: {error}"),
+            Problem::Mismatch(m) => {
+                write!(f, " returned wrong data: sector {}: {}", m.sector, m.what)
+            }
+        }
+    }
+}
+
+/// Whether `error` is the device's verdict on one request (the device and
+/// the queue are fine, so the job goes on), rather than a broken device or
+/// queue.
+fn request_level(error: Error) -> bool {
+    matches!(error, Error::IoError | Error::Unsupported)
+}
+
 /// What one queue's job produced.
 pub struct QueueResult<R> {
     /// Reads.
@@ -90,6 +151,9 @@ pub struct QueueResult<R> {
     pub errors: u64,
     /// Reads whose data did not match what was written.
     pub verify_errors: u64,
+    /// The first [`MAX_BAD_REQUESTS`] requests that failed or read back
+    /// wrong data, in completion order.
+    pub bad_requests: Vec<BadRequest>,
     /// The first problem seen, for the user.
     pub first_problem: Option<String>,
     /// From the first submission to the last completion, ns.
@@ -104,6 +168,7 @@ impl<R: Recorder> QueueResult<R> {
             write: R::default(),
             errors: 0,
             verify_errors: 0,
+            bad_requests: Vec::new(),
             first_problem: None,
             elapsed_ns: 0,
         }
@@ -121,6 +186,13 @@ impl<R> QueueResult<R> {
     pub fn problem(&mut self, message: impl FnOnce() -> String) {
         if self.first_problem.is_none() {
             self.first_problem = Some(message());
+        }
+    }
+
+    /// Lists a bad request (while the list has room).
+    fn bad_request(&mut self, request: BadRequest) {
+        if self.bad_requests.len() < MAX_BAD_REQUESTS {
+            self.bad_requests.push(request);
         }
     }
 }
@@ -145,7 +217,10 @@ struct Worker<'a, H: Hal, R> {
     picker: Picker,
     verifier: Option<Verifier>,
     result: QueueResult<R>,
-    /// Stop submitting: runtime over or an error seen.
+    /// Requests placed so far.
+    issued: u64,
+    /// Stop submitting: runtime over, `number_ios` issued, or the device or
+    /// queue failed.
     stopping: bool,
 }
 
@@ -272,8 +347,11 @@ impl<'a, H: Hal, R: Recorder> Worker<'a, H, R> {
                 spec.verify,
                 spec.iodepth,
             ),
-            verifier: spec.verify.then(|| Verifier::new(spec.blocks_per_queue)),
+            verifier: spec
+                .verify
+                .then(|| Verifier::new(spec.blocks_per_queue, spec.verify_initial)),
             result,
+            issued: 0,
             stopping: false,
         })
     }
@@ -309,6 +387,10 @@ impl<'a, H: Hal, R: Recorder> Worker<'a, H, R> {
     fn submit<N: QueueNotifier>(&mut self, queue: &mut BlkQueue<H, N>, now: u64) {
         let mut placed = false;
         while let Some(&slot_index) = self.free.last() {
+            if self.spec.number_ios.is_some_and(|n| self.issued >= n) {
+                self.stopping = true;
+                break;
+            }
             let Some((dir, block)) = self.picker.pick() else {
                 break;
             };
@@ -332,6 +414,7 @@ impl<'a, H: Hal, R: Recorder> Worker<'a, H, R> {
             match submitted {
                 Ok(()) => {
                     self.free.pop();
+                    self.issued += 1;
                     *slot = Slot {
                         buffer: None,
                         dir,
@@ -380,6 +463,14 @@ impl<'a, H: Hal, R: Recorder> Worker<'a, H, R> {
         let latency_ns = now.saturating_sub(slot.submitted_ns);
         slot.buffer = completion.buffer;
         let sector = self.first_sector + block * self.sectors_per_block;
+        let sectors = self.sectors_per_block;
+        let bad = |problem| BadRequest {
+            queue: queue_index,
+            dir,
+            sector,
+            sectors,
+            problem,
+        };
         match completion.result {
             Ok(()) => {
                 let stats = match dir {
@@ -391,9 +482,7 @@ impl<'a, H: Hal, R: Recorder> Worker<'a, H, R> {
                     match dir {
                         Dir::Write => verifier.written(block, generation),
                         Dir::Read => {
-                            let expected = verifier.expected(block);
-                            if let Err(mismatch) =
-                                verify::check(buffer.as_slice(), sector, expected)
+                            if let Err(mismatch) = verifier.check(block, buffer.as_slice(), sector)
                             {
                                 self.result.verify_errors += 1;
                                 self.result.problem(|| {
@@ -402,6 +491,7 @@ impl<'a, H: Hal, R: Recorder> Worker<'a, H, R> {
                                         mismatch.sector, mismatch.what
                                     )
                                 });
+                                self.result.bad_request(bad(Problem::Mismatch(mismatch)));
                             }
                         }
                     }
@@ -412,7 +502,13 @@ impl<'a, H: Hal, R: Recorder> Worker<'a, H, R> {
                 self.result.problem(|| {
                     format!("queue {queue_index}: {dir:?} at sector {sector} failed: {error}")
                 });
-                self.stopping = true;
+                self.result.bad_request(bad(Problem::Failed(error)));
+                if let (Dir::Write, Some(verifier)) = (dir, self.verifier.as_mut()) {
+                    verifier.write_failed(block, generation);
+                }
+                if !request_level(error) {
+                    self.stopping = true;
+                }
             }
         }
         self.picker.release(block);

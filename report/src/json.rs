@@ -6,6 +6,7 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt::Write;
 
+use crate::job::{BadRequest, Problem};
 use crate::math;
 use crate::summary::{DirSummary, Summary};
 
@@ -55,6 +56,27 @@ impl<'a> Object<'a> {
         let mut inner = Object::open(self.out);
         fill(&mut inner);
         inner.close();
+        self
+    }
+
+    /// An array of objects, one per item, each filled by `fill`.
+    fn objects<T>(
+        &mut self,
+        key: &str,
+        items: &[T],
+        mut fill: impl FnMut(&mut Object<'_>, &T),
+    ) -> &mut Self {
+        self.key(key);
+        self.out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            let mut inner = Object::open(self.out);
+            fill(&mut inner, item);
+            inner.close();
+        }
+        self.out.push(']');
         self
     }
 
@@ -119,6 +141,21 @@ fn direction(object: &mut Object<'_>, key: &str, dir: &DirSummary, runtime_ms: u
     });
 }
 
+/// One bad request: where it was and what went wrong (`error`, or
+/// `verify` with the first sector that differed).
+fn bad_request(o: &mut Object<'_>, request: &BadRequest) {
+    o.field("queue", Value::Int(request.queue as u64))
+        .field("op", Value::Str(request.dir.name()))
+        .field("sector", Value::Int(request.sector))
+        .field("sectors", Value::Int(request.sectors));
+    match &request.problem {
+        Problem::Failed(error) => o.field("error", Value::Str(&format!("{error}"))),
+        Problem::Mismatch(m) => o
+            .field("verify_sector", Value::Int(m.sector))
+            .field("verify", Value::Str(&m.what)),
+    };
+}
+
 /// The whole report as one line of JSON; `version` fills fio's
 /// `"fio version"` field (e.g. `vblk-bench-0.1.0`).
 pub fn report(summary: &Summary, version: &str) -> String {
@@ -165,7 +202,8 @@ pub fn report(summary: &Summary, version: &str) -> String {
                 Value::Float(summary.empty_polls_per_io()),
             )
             .field("errors", Value::Int(summary.errors))
-            .field("verify_errors", Value::Int(summary.verify_errors));
+            .field("verify_errors", Value::Int(summary.verify_errors))
+            .objects("bad_requests", &summary.bad_requests, bad_request);
     });
     top.close();
     out
@@ -199,6 +237,25 @@ mod tests {
             read: DirSummary::new(&reads, 0.5),
             write: DirSummary::new(&DirStats::new(), 0.5),
             verify_errors: 1,
+            bad_requests: alloc::vec![
+                BadRequest {
+                    queue: 1,
+                    dir: crate::workload::Dir::Write,
+                    sector: 2048,
+                    sectors: 8,
+                    problem: Problem::Failed(virtio_blk_mq::Error::IoError),
+                },
+                BadRequest {
+                    queue: 0,
+                    dir: crate::workload::Dir::Read,
+                    sector: 16,
+                    sectors: 8,
+                    problem: Problem::Mismatch(crate::verify::Mismatch {
+                        sector: 19,
+                        what: "header checksum is wrong".into(),
+                    }),
+                },
+            ],
             ..Summary::default()
         };
         let text = report(&summary, "vblk-guest-0.1.0");
@@ -220,6 +277,15 @@ mod tests {
         assert_eq!(job["read"]["clat_ns"]["N"], 500);
         assert_eq!(json["vblk"]["mode"], "irq");
         assert_eq!(json["vblk"]["verify_errors"], 1);
+        let bad = &json["vblk"]["bad_requests"];
+        assert_eq!(bad[0]["queue"], 1);
+        assert_eq!(bad[0]["op"], "write");
+        assert_eq!(bad[0]["sector"], 2048);
+        assert_eq!(bad[0]["sectors"], 8);
+        assert_eq!(bad[0]["error"], "device reported an I/O error");
+        assert_eq!(bad[1]["op"], "read");
+        assert_eq!(bad[1]["verify_sector"], 19);
+        assert_eq!(bad[1]["verify"], "header checksum is wrong");
         assert_eq!(json["fio version"], "vblk-guest-0.1.0");
     }
 }

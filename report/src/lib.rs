@@ -12,12 +12,16 @@
 //! - [`units`]: byte counts with k/m/g/t suffixes.
 //! - [`verify`]: the data stamp (sector + generation per 512-byte sector).
 //! - [`workload`]: which block and direction comes next.
+//! - [`blkdebug`]: I/O errors for QEMU's blkdebug driver to inject, as flags
+//!   write them and as QEMU's `-blockdev` takes them (the bench CLI's
+//!   qemu-storage-daemon and `cargo xtask guest` both use them).
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 extern crate alloc;
 
+pub mod blkdebug;
 pub mod histogram;
 pub mod job;
 pub mod json;

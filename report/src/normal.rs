@@ -147,6 +147,9 @@ pub fn normal(summary: &Summary, pid: u32) -> String {
         summary.errors,
         summary.verify_errors,
     );
+    for request in &summary.bad_requests {
+        let _ = writeln!(out, "  bad request: {request}");
+    }
     let _ = writeln!(out, "\nRun status group 0 (all jobs):");
     for (label, dir) in &shown {
         group_line(&mut out, &label.to_ascii_uppercase(), dir, summary);
@@ -226,5 +229,51 @@ mod tests {
         assert!(text.contains("\nRun status group 0 (all jobs):\n   READ: bw="));
         assert!(text
             .contains("  WRITE: bw=4000KiB/s (4096kB/s), io=4000KiB (4096kB), run=999-1000msec"));
+    }
+
+    #[test]
+    fn bad_requests_are_listed_under_the_vblk_line() {
+        use crate::job::{BadRequest, Problem};
+        let summary = Summary {
+            name: "vblk".into(),
+            errors: 1,
+            bad_requests: alloc::vec![
+                BadRequest {
+                    queue: 1,
+                    dir: crate::workload::Dir::Read,
+                    sector: 2048,
+                    sectors: 8,
+                    problem: Problem::Failed(virtio_blk_mq::Error::IoError),
+                },
+                BadRequest {
+                    queue: 0,
+                    dir: crate::workload::Dir::Read,
+                    sector: 616,
+                    sectors: 8,
+                    problem: Problem::Mismatch(crate::verify::Mismatch {
+                        sector: 619,
+                        what: "byte 100 differs from the pattern".into(),
+                    }),
+                },
+            ],
+            ..Summary::default()
+        };
+        let text = normal(&summary, 7);
+        let vblk = text.lines().position(|l| l.starts_with("  vblk:")).unwrap();
+        assert_eq!(
+            text.lines().nth(vblk + 1),
+            Some(
+                "  bad request: queue 1: read of 8 sectors at sector 2048 failed: \
+                 device reported an I/O error"
+            )
+        );
+        assert_eq!(
+            text.lines().nth(vblk + 2),
+            Some(
+                "  bad request: queue 0: read of 8 sectors at sector 616 returned wrong data: \
+                 sector 619: byte 100 differs from the pattern"
+            )
+        );
+        assert!(text.contains("err= 5"));
     }
 }

@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use virtio_blk_mq::QueueStats;
 
 use crate::histogram::DirStats;
+use crate::job::BadRequest;
 
 /// The percentiles fio prints by default.
 pub const PERCENTILES: [f64; 17] = [
@@ -142,6 +143,9 @@ pub struct Summary {
     pub errors: u64,
     /// Reads that returned the wrong data.
     pub verify_errors: u64,
+    /// The requests that failed or read back wrong data, as the queues
+    /// listed them (at most [`crate::job::MAX_BAD_REQUESTS`] each).
+    pub bad_requests: Vec<BadRequest>,
 }
 
 /// Adds one queue's counters into a total.

@@ -12,6 +12,16 @@ pub enum Dir {
     Write,
 }
 
+impl Dir {
+    /// fio's name for the direction.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dir::Read => "read",
+            Dir::Write => "write",
+        }
+    }
+}
+
 /// The I/O pattern, named as fio names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rw {

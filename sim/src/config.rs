@@ -67,8 +67,15 @@ pub struct SimConfig {
     pub num_queues_reported: Option<u16>,
     /// Largest queue size accepted for each queue.
     pub max_queue_size: u16,
-    /// Offered feature bits.
+    /// Offered feature bits. The default offers everything the driver
+    /// supports except ACCESS_PLATFORM, BLK_RO and ORDER_PLATFORM (a device
+    /// in software, like the sim, does not need the platform's barriers).
     pub features: Features,
+    /// Features the device cannot run without: FEATURES_OK does not stick
+    /// unless the driver accepts every one of them that is offered (a device
+    /// MAY refuse to work without ORDER_PLATFORM or ACCESS_PLATFORM, VIRTIO
+    /// 1.2 §6.1). Empty by default.
+    pub required_features: Features,
     /// `blk_size`.
     pub blk_size: u32,
     /// `seg_max`: data segments per request (header and status not counted).
@@ -123,8 +130,12 @@ impl Default for SimConfig {
             disk: DiskKind::Null,
             num_queues: 1,
             max_queue_size: 1024,
-            features: Features::SUPPORTED
-                .difference(Features::ACCESS_PLATFORM.union(Features::BLK_RO)),
+            features: Features::SUPPORTED.difference(
+                Features::ACCESS_PLATFORM
+                    .union(Features::BLK_RO)
+                    .union(Features::ORDER_PLATFORM),
+            ),
+            required_features: Features::empty(),
             blk_size: 512,
             seg_max: 254,
             size_max: 0x10_0000,

@@ -29,6 +29,10 @@ pub struct QueueStats {
     pub used_notifications: u64,
     /// Requests completed.
     pub completed: u64,
+    /// Doorbell writes lost on the way ([`SimDevice::drop_next_kick`]).
+    pub dropped_kicks: u64,
+    /// Used-buffer notifications lost on the way ([`SimDevice::drop_next_interrupt`]).
+    pub dropped_interrupts: u64,
 }
 
 /// A sleeping device thread's wake-up state, guarded by its mutex.
@@ -59,6 +63,21 @@ pub(crate) struct QueueSlot {
     /// Reset by `reset_queue` since it was last set up: it may be set up
     /// again after DRIVER_OK (§2.6.1).
     pub(crate) was_reset: AtomicBool,
+    /// A kick arrived since the last [`SimDevice::step_kicked`].
+    pub(crate) kicked: AtomicBool,
+    /// Kicks / interrupts still to lose, and how many were lost.
+    pub(crate) drop_kicks: AtomicU32,
+    pub(crate) dropped_kicks: AtomicU64,
+    pub(crate) drop_interrupts: AtomicU32,
+    pub(crate) dropped_interrupts: AtomicU64,
+}
+
+/// Takes one from `pending` if it is not 0; true when it did.
+pub(crate) fn take_one(pending: &AtomicU32) -> bool {
+    // Relaxed: a counter of faults to inject; it orders no other memory.
+    pending
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl QueueSlot {
@@ -73,6 +92,11 @@ impl QueueSlot {
             wake_cv: Condvar::new(),
             stalled: AtomicBool::new(false),
             was_reset: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
+            drop_kicks: AtomicU32::new(0),
+            dropped_kicks: AtomicU64::new(0),
+            drop_interrupts: AtomicU32::new(0),
+            dropped_interrupts: AtomicU64::new(0),
         }
     }
 }
@@ -186,7 +210,9 @@ impl Shared {
         }
         slot.completed
             .fetch_add(outcome.completed as u64, Ordering::Relaxed);
-        if outcome.notify {
+        if outcome.notify && take_one(&slot.drop_interrupts) {
+            slot.dropped_interrupts.fetch_add(1, Ordering::Relaxed);
+        } else if outcome.notify {
             slot.used_notifications.fetch_add(1, Ordering::Relaxed);
             // Called outside the queue lock, so a handler may step the device.
             let callback = lock(&slot.callback).clone();
@@ -293,6 +319,41 @@ impl SimDevice {
             .completed
     }
 
+    /// Steps queue `queue` like [`SimDevice::step`] only if a kick arrived
+    /// since the last call (and forgets it): a device that sleeps between
+    /// kicks, stepped inline. Returns how many requests it completed.
+    pub fn step_kicked(&self, queue: u16) -> usize {
+        let kicked = self
+            .shared
+            .queues
+            .get(usize::from(queue))
+            .is_some_and(|slot| slot.kicked.swap(false, Ordering::SeqCst));
+        if kicked {
+            self.step(queue)
+        } else {
+            0
+        }
+    }
+
+    /// Loses the next doorbell write on `queue`: the driver rings, the device
+    /// never hears it (not counted in `kicks`, not seen by
+    /// [`SimDevice::step_kicked`], no sleeping device thread woken). Each
+    /// call loses one more.
+    pub fn drop_next_kick(&self, queue: u16) {
+        if let Some(slot) = self.shared.queues.get(usize::from(queue)) {
+            slot.drop_kicks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Loses the next used-buffer notification on `queue`: the device decides
+    /// to send it, the driver's callback is never called (not counted in
+    /// `used_notifications`). Each call loses one more.
+    pub fn drop_next_interrupt(&self, queue: u16) {
+        if let Some(slot) = self.shared.queues.get(usize::from(queue)) {
+            slot.drop_interrupts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Like [`SimDevice::step`], but completes every pending request, including held-back ones.
     pub fn drain(&self, queue: u16) -> usize {
         self.shared.step_queue(queue, Kicks::Enable, true).completed
@@ -308,6 +369,8 @@ impl SimDevice {
                 kicks: q.kicks.load(Ordering::Relaxed),
                 used_notifications: q.used_notifications.load(Ordering::Relaxed),
                 completed: q.completed.load(Ordering::Relaxed),
+                dropped_kicks: q.dropped_kicks.load(Ordering::Relaxed),
+                dropped_interrupts: q.dropped_interrupts.load(Ordering::Relaxed),
             })
             .unwrap_or_default()
     }

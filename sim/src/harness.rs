@@ -6,11 +6,13 @@
 //!   waits for something that cannot come fails the check instead;
 //! - every submitted request completes exactly once, through `poll` or
 //!   through a recovery;
-//! - every buffer comes back exactly once, to the request it was submitted
+//! - every buffer comes back at most once, to the request it was submitted
 //!   with, and no DMA memory is leaked once the device is dropped;
 //! - a request failed because the device broke does not carry its buffer
 //!   (the device could still write it); the buffer comes back only from a
-//!   recovery, after the device or the queue was reset;
+//!   recovery after the device was reset. A queue reset alone
+//!   (`recover_queue`) hands none back: they stay parked with the old
+//!   queue's memory until the next device reset frees them;
 //! - a read completed OK holds data some write put on that block (or the
 //!   zeros it started with): a completion the device never served would
 //!   still hold the poison the buffer was filled with. A device that names
@@ -570,8 +572,10 @@ impl Rig {
         };
         let device = self.device.as_mut().ok_or("the device is gone")?;
         let mut recovered = Vec::new();
+        let mut reset_alone = false;
         match device.recover_queue(queue, |r| recovered.push(r)) {
             Ok(fresh) => {
+                reset_alone = true;
                 self.queue = Some(fresh);
                 self.ledger.undetectable_lie = false;
                 self.ledger.outcome.recoveries += 1;
@@ -581,7 +585,20 @@ impl Rig {
             Err(other) => return Err(format!("per-queue recovery failed: {:?}", other.error)),
         }
         for r in recovered {
-            self.ledger.recovered(r)?;
+            match r {
+                // A queue reset alone: requests fail without their buffers.
+                Recovered::Completed(completion) => self.ledger.complete(completion, false)?,
+                Recovered::Buffer { tag, .. } => {
+                    return Err(format!(
+                        "buffer of request {tag} handed back after a queue reset alone"
+                    ))
+                }
+            }
+        }
+        if reset_alone {
+            // Parked with the retired queue's memory: the next device reset
+            // frees them, and the leak check at the end sees that it did.
+            self.ledger.kept.clear();
         }
         if self.queue.is_none() {
             self.recover()?;

@@ -11,7 +11,7 @@
 
 use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
-use core::sync::atomic::AtomicU16;
+use core::sync::atomic::{AtomicU16, AtomicU32};
 
 use virtio_blk_mq::spec::{EventSuppress, PackedDesc, SplitDesc, UsedElem};
 use virtio_blk_mq::PAGE_SIZE;
@@ -238,7 +238,8 @@ pub(crate) struct PackedAreas {
     size: u16,
     desc: NonNull<PackedDesc>,
     driver: NonNull<EventSuppress>,
-    device: NonNull<EventSuppress>,
+    /// Written as one 32-bit word, so the driver never reads half an update.
+    device: NonNull<AtomicU32>,
 }
 
 // SAFETY: as for `SplitAreas`.
@@ -276,8 +277,9 @@ impl PackedAreas {
         unsafe { self.driver.as_ref() }
     }
 
-    /// The device event suppression structure (written by the device).
-    pub(crate) fn device_event(&self) -> &EventSuppress {
+    /// The device event suppression structure (written by the device, as
+    /// one word: see `packed_event::word`).
+    pub(crate) fn device_event(&self) -> &AtomicU32 {
         // SAFETY: as for `driver_event`.
         unsafe { self.device.as_ref() }
     }

@@ -227,7 +227,9 @@ impl PackedRing {
         // between re-enabling notifications and re-checking the ring.
         fence(Ordering::SeqCst);
         let event = self.areas.driver_event();
-        match u16::from_le(event.flags.load(Ordering::Relaxed)) & 3 {
+        // Acquire pairs with the driver's Release store of `flags` (written
+        // after `off_wrap`): a DESC seen here comes with its position.
+        match u16::from_le(event.flags.load(Ordering::Acquire)) & 3 {
             packed_event::DISABLE => false,
             packed_event::DESC if self.event_idx => {
                 let off_wrap = u16::from_le(event.off_wrap.load(Ordering::Relaxed));
@@ -259,32 +261,28 @@ impl PackedRing {
     /// Asks for a kick for the next available descriptor (§2.8.10): DESC at the
     /// device's next position with EVENT_IDX, else ENABLE. The caller fences.
     pub(crate) fn enable_kicks(&mut self) {
-        let event = self.areas.device_event();
-        if self.event_idx {
+        let word = if self.event_idx {
             let wrap = if self.avail_wrap {
                 packed_event::WRAP_BIT
             } else {
                 0
             };
-            event
-                .off_wrap
-                .store((self.next_avail | wrap).to_le(), Ordering::Relaxed);
-            event
-                .flags
-                .store(packed_event::DESC.to_le(), Ordering::Relaxed);
+            packed_event::word(self.next_avail | wrap, packed_event::DESC)
         } else {
-            event
-                .flags
-                .store(packed_event::ENABLE.to_le(), Ordering::Relaxed);
-        }
+            packed_event::word(0, packed_event::ENABLE)
+        };
+        // One store: the driver reads the structure as one word too.
+        self.areas
+            .device_event()
+            .store(word.to_le(), Ordering::Relaxed);
     }
 
     /// Tells the driver not to kick (§2.8.10).
     pub(crate) fn disable_kicks(&mut self) {
-        self.areas
-            .device_event()
-            .flags
-            .store(packed_event::DISABLE.to_le(), Ordering::Relaxed);
+        self.areas.device_event().store(
+            packed_event::word(0, packed_event::DISABLE).to_le(),
+            Ordering::Relaxed,
+        );
     }
 }
 

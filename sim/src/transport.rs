@@ -11,7 +11,7 @@ use virtio_blk_mq::{
     DeviceStatus, Features, QueueAddresses, QueueNotifier, Transport, TransportError,
 };
 
-use crate::device::{lock, Shared};
+use crate::device::{lock, take_one, Shared};
 use crate::queue::QueueState;
 use crate::ring::RingSetup;
 
@@ -32,8 +32,13 @@ pub struct SimNotifier {
 impl QueueNotifier for SimNotifier {
     fn notify(&self) {
         match self.shared.queues.get(usize::from(self.queue)) {
+            Some(slot) if take_one(&slot.drop_kicks) => {
+                slot.dropped_kicks.fetch_add(1, Ordering::Relaxed);
+            }
             Some(slot) => {
                 slot.kicks.fetch_add(1, Ordering::Relaxed);
+                // SeqCst: pairs with the swap in `step_kicked`.
+                slot.kicked.store(true, Ordering::SeqCst);
                 self.shared.wake(self.queue);
             }
             None => self
@@ -128,6 +133,8 @@ impl Transport for SimTransport {
                 new.remove(DeviceStatus::FEATURES_OK);
             } else if wanted & Features::VERSION_1.bits() == 0
                 || self.shared.config.refuse_features_ok
+                || !Features::from_bits_retain(wanted)
+                    .contains(self.shared.config.required_features & self.shared.config.features)
             {
                 new.remove(DeviceStatus::FEATURES_OK);
             } else {

@@ -14,7 +14,12 @@ pub enum Mode {
     /// The owner busy-polls; used-buffer notifications are off.
     #[default]
     Poll,
-    /// Used-buffer notifications on; completions drained from the interrupt handler.
+    /// Used-buffer notifications on; completions drained from the interrupt
+    /// handler by calling [`crate::BlkQueue::poll`] until it hands out fewer
+    /// than its budget. A poll that finds the ring empty leaves the queue
+    /// armed for the next completion (with EVENT_IDX it moves the event
+    /// index to where it stopped), so the handler need not re-arm; a poll
+    /// stopped by its budget does not, so the handler polls again.
     Interrupt,
     /// Poll while busy; after an idle spin budget re-arm and wait for the interrupt.
     Hybrid,
@@ -41,6 +46,54 @@ pub struct Config {
     pub max_segments: u16,
     /// Completion mode of every queue.
     pub mode: Mode,
+    /// When a queue rings its doorbell again on its own (lost-kick recovery).
+    pub rekick: Rekick,
+}
+
+/// Lost-kick recovery: when requests the device was given make no progress
+/// for a while, the queue rings the doorbell once more, whatever the device's
+/// notification suppression says (an extra notification is always allowed,
+/// VIRTIO 1.2 §2.9). A device that missed a kick, or stopped polling without
+/// looking at the ring again, then picks the requests up; the re-kicks are
+/// counted in [`crate::QueueStats::rekicks`].
+///
+/// Bounded: the wait doubles after every re-kick, and after
+/// [`Rekick::MAX_PER_STALL`] re-kicks without a completion the queue stops
+/// ringing, so a dead device still ends in the timeout path
+/// ([`crate::BlkQueue::check_timeouts`]). Any completion starts a new count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rekick {
+    /// Empty polls in a row, with published requests in flight and no
+    /// completion, before the first re-kick (0: never on polls). An empty
+    /// poll costs tens of nanoseconds and a round trip to a fast device a
+    /// few microseconds, so the default (4096) stays clear of a device that
+    /// is merely slow; one descheduled for longer on a busy host may draw a
+    /// re-kick, which costs it one spurious notification.
+    pub empty_polls: u32,
+    /// Ticks of [`crate::BlkQueue::check_timeouts`] in which a request was in
+    /// flight the whole tick and none completed, before a re-kick (0: never
+    /// on ticks). For owners that sleep instead of polling (Interrupt mode).
+    pub ticks: u32,
+}
+
+impl Rekick {
+    /// Re-kicks without a completion in between, at most.
+    pub const MAX_PER_STALL: u32 = 8;
+
+    /// No re-kicks at all.
+    pub const NEVER: Rekick = Rekick {
+        empty_polls: 0,
+        ticks: 0,
+    };
+}
+
+impl Default for Rekick {
+    fn default() -> Self {
+        Rekick {
+            empty_polls: 4096,
+            ticks: 2,
+        }
+    }
 }
 
 impl Default for Config {
@@ -52,6 +105,7 @@ impl Default for Config {
             max_requests: None,
             max_segments: 32,
             mode: Mode::Poll,
+            rekick: Rekick::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ use core::mem::ManuallyDrop;
 
 use crossbeam_utils::CachePadded;
 
-use crate::blk::config::{DeviceInfo, Mode};
+use crate::blk::config::{Config, DeviceInfo, Mode, Rekick};
 use crate::blk::slab::Slab;
 use crate::blk::teardown::Teardown;
 use crate::error::Error;
@@ -125,6 +125,30 @@ pub struct QueueStats {
     pub empty_polls: u64,
     /// Times the owner slept for a used-buffer notification and was woken.
     pub interrupts: u64,
+    /// Doorbells rung again because published requests made no progress
+    /// (lost-kick recovery, see [`Rekick`]); not counted in `kicks`.
+    pub rekicks: u64,
+    /// Completions whose used length exceeded the writable bytes posted.
+    /// Not fatal: the driver never uses the length (the status byte says how
+    /// a request went and the caller's buffer has the size it asked for), so
+    /// the lie harms nothing, and real devices have been seen to tell it.
+    /// Logged once per queue.
+    pub bad_lengths: u64,
+}
+
+/// Watches a queue for published requests that make no progress (see [`Rekick`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Stall {
+    /// `stats.completed` when the poll path last looked: a change is progress.
+    pub(super) poll_mark: u64,
+    /// Empty polls since the last progress or re-kick.
+    pub(super) idle_polls: u64,
+    /// `stats.completed` at the previous tick.
+    pub(super) tick_mark: u64,
+    /// Ticks without progress since the last progress or re-kick.
+    pub(super) idle_ticks: u32,
+    /// Re-kicks since the last progress.
+    pub(super) rekicks: u32,
 }
 
 /// Per-slot driver state: who asked, what they handed over, what the device may write.
@@ -145,6 +169,20 @@ pub(super) struct Slot<H: Hal> {
     /// Used elements with a `seq` below this were visible before the request
     /// was published, so none of them can be its completion (0: none were).
     pub(super) horizon: u64,
+}
+
+impl<H: Hal> Slot<H> {
+    /// Takes the request out of flight, failed because the device broke or
+    /// was reset; `buffer` is its buffer when the device can no longer reach it.
+    pub(super) fn fail(&mut self, buffer: Option<DmaBuffer<H>>) -> Completion<H> {
+        self.in_flight = false;
+        Completion {
+            tag: self.tag,
+            op: self.op,
+            result: Err(Error::DeviceBroken),
+            buffer,
+        }
+    }
 }
 
 /// The DMA memory a queue owns, released through [`Teardown`].
@@ -172,6 +210,8 @@ pub(super) struct Inner<H: Hal, N: QueueNotifier> {
     pub(super) reclaimed: bool,
     /// Longest chain the ring can ever take (fixed at setup).
     pub(super) max_chain: usize,
+    pub(super) rekick: Rekick,
+    pub(super) stall: Stall,
 }
 
 /// One virtio-blk request queue. `Send`, not `Sync`: exactly one CPU owns it.
@@ -203,9 +243,10 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         mut ring: Ring<H>,
         notifier: N,
         info: DeviceInfo,
-        mode: Mode,
+        config: &Config,
         teardown: Arc<Teardown<H>>,
     ) -> Result<Self, Error> {
+        let mode = config.mode;
         let size = ring.size();
         let max_chain = ring.max_chain();
         let slab = Slab::new(hal, size)?;
@@ -241,6 +282,8 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 clock: 0,
                 reclaimed: false,
                 max_chain,
+                rekick: config.rekick,
+                stall: Stall::default(),
             }),
             _not_sync: core::marker::PhantomData,
         })
@@ -383,10 +426,62 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 Err(fault) => done += self.break_queue(fault, &mut on_complete),
             }
         }
-        let stats = &mut self.inner.stats;
-        stats.completed += done as u64;
-        stats.empty_polls += u64::from(done == 0);
+        self.inner.stats.completed += done as u64;
+        if done == 0 {
+            self.idle_poll();
+        }
         done
+    }
+
+    /// Counts an empty poll; after [`Rekick::empty_polls`] of them in a row
+    /// with published requests in flight (doubling after each re-kick),
+    /// rings the doorbell again.
+    #[inline]
+    fn idle_poll(&mut self) {
+        let inner = &mut *self.inner;
+        inner.stats.empty_polls += 1;
+        let threshold = u64::from(inner.rekick.empty_polls);
+        let stall = &mut inner.stall;
+        if threshold == 0 {
+            return;
+        }
+        if stall.poll_mark != inner.stats.completed {
+            stall.poll_mark = inner.stats.completed;
+            stall.idle_polls = 0;
+            stall.rekicks = 0;
+        }
+        // Only requests the device was given can be waiting for a kick.
+        if usize::from(inner.memory.ring.in_flight()) <= inner.unpublished.len() {
+            stall.idle_polls = 0;
+            return;
+        }
+        stall.idle_polls += 1;
+        if stall.idle_polls >= threshold << stall.rekicks {
+            self.rekick("empty polls");
+        }
+    }
+
+    /// Rings the doorbell once more for requests that make no progress,
+    /// within [`Rekick::MAX_PER_STALL`].
+    #[cold]
+    pub(super) fn rekick(&mut self, after: &str) {
+        let inner = &mut *self.inner;
+        let stall = &mut inner.stall;
+        stall.idle_polls = 0;
+        stall.idle_ticks = 0;
+        if stall.rekicks >= Rekick::MAX_PER_STALL || inner.fault.is_some() {
+            return;
+        }
+        stall.rekicks += 1;
+        inner.stats.rekicks += 1;
+        if stall.rekicks == 1 {
+            log::warn!(
+                "virtio-blk queue {}: {} requests in flight made no progress over many {after}; ringing the doorbell again",
+                inner.index,
+                inner.memory.ring.in_flight()
+            );
+        }
+        inner.notifier.notify();
     }
 
     /// Turns a validated used element into a completion.
@@ -402,11 +497,16 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
             return Err(DeviceFault::CompletedBeforePublished(used.id));
         }
         if used.len > slot.writable {
-            return Err(DeviceFault::UsedLengthTooLong {
-                id: used.id,
-                len: used.len,
-                posted: slot.writable,
-            });
+            inner.stats.bad_lengths += 1;
+            if inner.stats.bad_lengths == 1 {
+                log::warn!(
+                    "virtio-blk queue {}: request {}: used length {} exceeds the {} writable bytes posted; ignored (counted in bad_lengths)",
+                    inner.index,
+                    used.id,
+                    used.len,
+                    slot.writable
+                );
+            }
         }
         let result = match memory.slab.status(used.id) {
             blk_status::OK => Ok(()),
@@ -443,13 +543,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         inner.fault = Some(fault);
         let mut failed = 0;
         for slot in inner.memory.slots.iter_mut().filter(|slot| slot.in_flight) {
-            slot.in_flight = false;
-            on_complete(Completion {
-                tag: slot.tag,
-                op: slot.op,
-                result: Err(Error::DeviceBroken),
-                buffer: None,
-            });
+            on_complete(slot.fail(None));
             failed += 1;
         }
         failed

@@ -17,6 +17,7 @@ pub(crate) const STATUS_UNWRITTEN: u8 = 0xff;
 
 /// `struct virtio_blk_req` header (§5.2.6).
 #[repr(C)]
+#[derive(Default)]
 struct HeaderCell {
     kind: AtomicU32,
     reserved: AtomicU32,
@@ -25,6 +26,7 @@ struct HeaderCell {
 
 /// One discard / write-zeroes / secure-erase range (§5.2.6).
 #[repr(C)]
+#[derive(Default)]
 struct RangeCell {
     sector: AtomicU64,
     sectors: AtomicU32,

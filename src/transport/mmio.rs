@@ -452,6 +452,8 @@ unsafe impl Send for MmioNotifier {}
 impl QueueNotifier for MmioNotifier {
     #[inline]
     fn notify(&self) {
+        // The ring writes this doorbell announces reach the device first.
+        crate::barrier::before_doorbell();
         // SAFETY: `reg` is the aligned QueueNotify register inside the mapped
         // window (taken through `Regs::reg`); the mapping is permanent.
         unsafe { regs::write_reg(self.reg, self.queue) }

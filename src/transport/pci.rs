@@ -609,6 +609,8 @@ impl PciNotifier {
 impl QueueNotifier for PciNotifier {
     #[inline]
     fn notify(&self) {
+        // The ring writes this doorbell announces reach the device first.
+        crate::barrier::before_doorbell();
         // SAFETY: `reg` came from `Regs::reg` on the mapped notify region, so
         // it is in bounds and 2-byte aligned, and the mapping is permanent.
         unsafe { regs::write_reg(self.reg, self.queue) }

@@ -1,6 +1,9 @@
 //! Shared helpers for the driver-against-sim scenarios.
 #![allow(dead_code)]
 
+use std::cell::Cell;
+
+use virtio_blk_mq::mq::IrqWait;
 use virtio_blk_mq::{BlkDevice, BlkQueue, Completion, Config, DmaBuffer, Features, RingKind};
 use virtio_blk_sim::{SimConfig, SimDevice, SimHal, SimNotifier, SimTransport};
 
@@ -26,6 +29,17 @@ pub fn start(sim: &SimDevice, config: Config) -> (Device, Queue) {
     (device, queue)
 }
 
+/// A device with one queue in `mode`, otherwise the default config.
+pub fn start_mode(sim: &SimDevice, mode: virtio_blk_mq::Mode) -> (Device, Queue) {
+    start(
+        sim,
+        Config {
+            mode,
+            ..Config::default()
+        },
+    )
+}
+
 /// Steps the sim and polls until `queue` has nothing in flight; returns the completions.
 pub fn complete_all(sim: &SimDevice, queue: &mut Queue) -> Vec<Completion<SimHal>> {
     let mut done = Vec::new();
@@ -39,6 +53,36 @@ pub fn complete_all(sim: &SimDevice, queue: &mut Queue) -> Vec<Completion<SimHal
         }
     }
     done
+}
+
+/// Places `count` 4 KiB reads (sectors 0, 8, 16, ...; tags 0, 1, 2, ...).
+pub fn submit_reads(queue: &mut Queue, count: u64) {
+    for i in 0..count {
+        queue.read(i * 8, buffer(4096), i).unwrap();
+    }
+}
+
+/// A waiter for inline tests: each sleep lets the device run one step of
+/// queue 0 and then returns as if its slice ran out (nothing is signalled).
+pub struct StepWhileAsleep {
+    pub sim: SimDevice,
+    pub sleeps: Cell<u32>,
+}
+
+impl StepWhileAsleep {
+    pub fn new(sim: &SimDevice) -> Self {
+        StepWhileAsleep {
+            sim: sim.clone(),
+            sleeps: Cell::new(0),
+        }
+    }
+}
+
+impl IrqWait for StepWhileAsleep {
+    fn wait(&self) {
+        self.sleeps.set(self.sleeps.get() + 1);
+        self.sim.step(0);
+    }
 }
 
 /// A buffer of `len` bytes.

@@ -23,12 +23,17 @@ pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Starts qemu-storage-daemon. Fails the test (never skips it) when the
 /// daemon is not installed: scripts/test.sh installs it.
 pub fn daemon(backend: DaemonBackend, num_queues: u16) -> StorageDaemon {
-    StorageDaemon::spawn(&DaemonConfig {
+    daemon_with(DaemonConfig {
         backend,
         num_queues,
         writable: true,
+        blkdebug: None,
     })
-    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts qemu-storage-daemon as `config` says (failing as [`daemon`] does).
+pub fn daemon_with(config: DaemonConfig) -> StorageDaemon {
+    StorageDaemon::spawn(&config).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A null-co export of `size` bytes.

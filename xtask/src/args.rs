@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use vblk_report::blkdebug;
 
 /// Project tasks.
 #[derive(Debug, Parser)]
@@ -26,6 +27,9 @@ pub enum Task {
     /// over a matrix of jobs; print one table.
     #[command(mut_arg("memory", |a| a.default_value("1G")))]
     Compare(crate::compare::CompareArgs),
+    /// Build the real Kerla (../shared/kerla/) with the project's patch
+    /// series and the kext, boot it in QEMU, check the disk on the host.
+    Kerla(crate::kerla::KerlaArgs),
     /// Run the guest many times over a matrix of modes, rings, iothread
     /// on/off, depths and ring sizes; count passes, stalls (and what the
     /// stall report found) and errors; print a table.
@@ -79,6 +83,16 @@ pub struct GuestArgs {
     /// Disk size in bytes (1g, 64m, ...) for null and ram disks.
     #[arg(long, default_value = "1g")]
     pub size: String,
+    /// QEMU's blkdebug driver, put between the disk and the device, fails
+    /// with EIO every read (or write) that includes this 512-byte sector;
+    /// with `:once`, only the first. Repeat for more rules. The device then
+    /// runs with request-merging=off, so a rule fails only its own request.
+    #[arg(long, value_name = "read|write:SECTOR[:once]", value_parser = blkdebug::Rule::parse)]
+    pub blkdebug_error: Vec<blkdebug::Rule>,
+    /// Requests each queue issues at most (fio's number_ios): the job ends
+    /// when they are done, or at --runtime.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub number_ios: Option<u64>,
     /// Accelerator: `auto` probes KVM and falls back to TCG.
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,

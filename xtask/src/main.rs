@@ -10,6 +10,10 @@
 //! and real fio on the same QEMU line; `cargo xtask compare` runs both guests
 //! over a matrix of jobs and prints one table.
 //!
+//! `cargo xtask kerla` builds the real Kerla from `../shared/kerla/` with
+//! the project's patch series and the kext, boots it in QEMU with the
+//! kext's self-test, and checks the disk image on the host.
+//!
 //! `cargo xtask soak` runs our guest many times over a matrix of modes,
 //! rings, iothread on/off, depths and ring sizes and counts how each run
 //! ended (passed, stalled and what the stall report found, failed).
@@ -17,6 +21,9 @@
 
 mod args;
 mod compare;
+mod cpio;
+mod hash;
+mod kerla;
 mod linux;
 mod qemu;
 mod soak;
@@ -46,6 +53,13 @@ fn main() -> ExitCode {
             Ok(outcome) => outcome.exit_code(),
             Err(error) => {
                 eprintln!("xtask compare: error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        args::Task::Kerla(kerla) => match kerla::run(&kerla) {
+            Ok(outcome) => outcome.exit_code(),
+            Err(error) => {
+                eprintln!("xtask kerla: error: {error}");
                 ExitCode::from(2)
             }
         },

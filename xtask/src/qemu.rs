@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use vblk_report::blkdebug;
+
 use crate::args::{parse_bytes, Accel, Disk, GuestArgs, Inject, Irq, Mode, Ring, TransportKind};
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -70,8 +72,34 @@ fn qemu_present() -> Result<(), String> {
     }
 }
 
+/// No display and no default devices; the serial console on stdout; exit
+/// instead of rebooting.
+pub const HEADLESS: &[&str] = &[
+    "-display",
+    "none",
+    "-nodefaults",
+    "-no-reboot",
+    "-serial",
+    "stdio",
+];
+
+/// The machine for a transport: `pc` for virtio-pci, `microvm` with
+/// modern virtio-mmio for virtio-mmio.
+pub fn machine_args(transport: TransportKind) -> &'static [&'static str] {
+    match transport {
+        TransportKind::Pci => &["-M", "pc"],
+        // microvm's virtio-mmio defaults to the legacy (version 1) layout.
+        TransportKind::Mmio => &[
+            "-M",
+            "microvm,acpi=off",
+            "-global",
+            "virtio-mmio.force-legacy=false",
+        ],
+    }
+}
+
 /// QEMU option values treat ',' as a separator; a literal one is doubled.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value.replace(',', ",,")
 }
 
@@ -168,6 +196,9 @@ fn kernel_cmdline(args: &GuestArgs, smp: u16, runtime: f64) -> String {
     if args.kext {
         cmdline.push_str(" kext=1");
     }
+    if let Some(n) = args.number_ios {
+        cmdline.push_str(&format!(" number_ios={n}"));
+    }
     if let Some(size) = args.queue_size {
         cmdline.push_str(&format!(" qsize={size}"));
     }
@@ -204,16 +235,7 @@ fn qemu_args(
 ) -> Vec<String> {
     let mut qemu: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| qemu.extend(items.iter().map(|s| s.to_string()));
-    match args.transport {
-        TransportKind::Pci => push(&["-M", "pc"]),
-        // microvm's virtio-mmio defaults to the legacy (version 1) layout.
-        TransportKind::Mmio => push(&[
-            "-M",
-            "microvm,acpi=off",
-            "-global",
-            "virtio-mmio.force-legacy=false",
-        ]),
-    }
+    push(machine_args(args.transport));
     if kvm {
         push(&["-accel", "kvm", "-cpu", "host"]);
     } else {
@@ -226,24 +248,16 @@ fn qemu_args(
         .unwrap_or(if kvm { smp } else { smp.max(2) })
         .max(smp);
     let smp = format!("{smp},maxcpus={maxcpus}");
-    push(&[
-        "-smp",
-        &smp,
-        "-m",
-        &args.memory,
-        "-display",
-        "none",
-        "-nodefaults",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=0x04",
-    ]);
+    push(&["-smp", &smp, "-m", &args.memory]);
+    push(HEADLESS);
+    push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    // The device's drive is node d0: the disk, or blkdebug over it (b0).
+    let filtered = !args.blkdebug_error.is_empty();
+    let disk_node = if filtered { "b0" } else { "d0" };
     match &image.path {
         None => push(&[
             "-blockdev",
-            &format!("driver=null-co,node-name=d0,size={size},read-zeroes=on"),
+            &format!("driver=null-co,node-name={disk_node},size={size},read-zeroes=on"),
         ]),
         Some(path) => push(&[
             "-blockdev",
@@ -252,8 +266,17 @@ fn qemu_args(
                 escape(&path.to_string_lossy())
             ),
             "-blockdev",
-            "driver=raw,file=f0,node-name=d0",
+            &format!("driver=raw,file=f0,node-name={disk_node}"),
         ]),
+    }
+    if filtered {
+        push(&[
+            "-blockdev",
+            &format!(
+                "driver=blkdebug,node-name=d0,image=b0,{}",
+                blkdebug::inject_error_options(&args.blkdebug_error)
+            ),
+        ]);
     }
     let packed = if args.ring == Ring::Packed {
         "on"
@@ -276,6 +299,11 @@ fn qemu_args(
     if args.iothread {
         push(&["-object", "iothread,id=io0"]);
         device.push_str(",iothread=io0");
+    }
+    if filtered {
+        // QEMU merges adjacent requests into one I/O; an injected error
+        // would then fail every request merged with the one it aims at.
+        device.push_str(",request-merging=off");
     }
     push(&[
         "-device",
@@ -308,6 +336,18 @@ pub struct Run {
 /// ours as they come (when `echo`; either way both are kept in the
 /// [`Run`]), killing it after `timeout`.
 pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, String> {
+    run_qemu_until(qemu, timeout, echo, |_| false)
+}
+
+/// [`run_qemu`], also killing QEMU once the console prints a line for
+/// which `stop` is true (a kernel that panicked and will never exit);
+/// that run reports `timed_out: false` and no exit code.
+pub fn run_qemu_until(
+    qemu: &[String],
+    timeout: Duration,
+    echo: bool,
+    stop: impl Fn(&str) -> bool + Send + 'static,
+) -> Result<Run, String> {
     let mut child = Command::new(QEMU)
         .args(qemu)
         .stdin(Stdio::null())
@@ -329,11 +369,16 @@ pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, S
         kept
     });
     let (lines_tx, lines_rx) = mpsc::channel();
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_seen = stopped.clone();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             // The guest's serial console ends lines with CR LF.
             let line = line.trim_end_matches('\r').to_string();
+            if stop(&line) {
+                stop_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if echo {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
@@ -350,6 +395,10 @@ pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, S
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             break status;
         }
+        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = child.kill();
+            break child.wait().map_err(|e| e.to_string())?;
+        }
         if start.elapsed() >= timeout {
             timed_out = true;
             let _ = child.kill();
@@ -360,7 +409,11 @@ pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, S
     let _ = reader.join();
     let stderr = errors.join().unwrap_or_default();
     Ok(Run {
-        code: if timed_out { None } else { status.code() },
+        code: if timed_out || stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            None
+        } else {
+            status.code()
+        },
         timed_out,
         lines: lines_rx.try_iter().collect(),
         stderr,
@@ -382,6 +435,7 @@ fn kvm_works(kernel: &Path, args: &GuestArgs) -> bool {
     probe_args.disk = Disk::Null;
     probe_args.iothread = false;
     probe_args.device_queues = None;
+    probe_args.blkdebug_error.clear();
     let image = DiskImage {
         path: None,
         remove: false,
@@ -602,4 +656,76 @@ pub fn run(args: &GuestArgs) -> Result<Outcome, String> {
     machine.choose_accel(&kernel);
     eprintln!("xtask guest: {}", machine.describe());
     Ok(run_guest(args, &machine, &kernel, true)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Task};
+
+    fn guest_args(flags: &[&str]) -> GuestArgs {
+        let cli = Cli::parse_from([&["cargo xtask", "guest"][..], flags].concat());
+        let Task::Guest(args) = cli.task else {
+            unreachable!("parsed as guest")
+        };
+        args
+    }
+
+    fn line(flags: &[&str], image: Option<&str>) -> Vec<String> {
+        let args = guest_args(flags);
+        let image = DiskImage {
+            path: image.map(PathBuf::from),
+            remove: false,
+        };
+        let boot = Boot {
+            kernel: Path::new("/k"),
+            initrd: None,
+            append: "",
+        };
+        qemu_args(&args, &boot, &image, 1 << 20, 1, false)
+    }
+
+    #[test]
+    fn blkdebug_rules_wrap_the_disk_and_turn_request_merging_off() {
+        let plain = line(&[], Some("/d.img"));
+        assert!(plain.contains(&"driver=raw,file=f0,node-name=d0".to_string()));
+        assert!(!plain
+            .iter()
+            .any(|a| a.contains("blkdebug") || a.contains("merging")));
+
+        let rules = [
+            "--blkdebug-error",
+            "read:8",
+            "--blkdebug-error",
+            "write:16:once",
+        ];
+        let qemu = line(&rules, Some("/d.img"));
+        assert!(qemu.contains(&"driver=raw,file=f0,node-name=b0".to_string()));
+        let blkdebug = qemu
+            .iter()
+            .find(|a| a.starts_with("driver=blkdebug,node-name=d0,image=b0,"))
+            .expect("a blkdebug node named d0");
+        assert!(blkdebug.ends_with(&blkdebug::inject_error_options(
+            &guest_args(&rules).blkdebug_error
+        )));
+        let device = qemu
+            .iter()
+            .find(|a| a.starts_with("virtio-blk-pci,"))
+            .unwrap();
+        assert!(device.contains("drive=d0") && device.ends_with(",request-merging=off"));
+        // A null disk can be wrapped too.
+        let null = line(&rules, None);
+        assert!(null
+            .iter()
+            .any(|a| a.starts_with("driver=null-co,node-name=b0,")));
+    }
+
+    #[test]
+    fn number_ios_goes_on_the_kernel_command_line() {
+        let args = guest_args(&["--number-ios", "512"]);
+        assert!(kernel_cmdline(&args, 1, 1.0).ends_with(" number_ios=512"));
+        assert!(!kernel_cmdline(&guest_args(&[]), 1, 1.0).contains("number_ios"));
+    }
 }

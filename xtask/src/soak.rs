@@ -201,6 +201,17 @@ pub fn classify(outcome: &Outcome, lines: &[String]) -> Ending {
     Ending::Failed(why)
 }
 
+/// The driver's re-kicks, from the guest's
+/// `vblk-guest: doorbells rung again by the driver (re-kicks): N` line.
+fn rekicks(lines: &[String]) -> Option<u64> {
+    lines.iter().find_map(|line| {
+        line.strip_prefix("vblk-guest: doorbells rung again by the driver (re-kicks): ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The verdict of a `vblk-guest: stall: queue N: verdict: ... (...)` line.
 fn stall_verdict(line: &str) -> Option<String> {
     let rest = line.strip_prefix("vblk-guest: stall: queue ")?;
@@ -385,7 +396,7 @@ fn run_one(
     let ending = classify(&outcome, &run.lines);
     let json: Option<serde_json::Value> =
         qemu::report_line(&run.lines).and_then(|l| serde_json::from_str(l).ok());
-    let rekicks = json.as_ref().and_then(|j| j["vblk"]["rekicks"].as_u64());
+    let rekicks = rekicks(&run.lines);
     let iops = json
         .as_ref()
         .and_then(|j| j["jobs"][0]["read"]["iops"].as_f64());
@@ -538,6 +549,13 @@ mod tests {
             classify(&Outcome::Failed, &stopped),
             Ending::Stalled("device stopped".into())
         );
+    }
+
+    #[test]
+    fn the_driver_s_re_kicks_are_read() {
+        let console = lines("vblk-guest: doorbells rung again by the driver (re-kicks): 3\n");
+        assert_eq!(rekicks(&console), Some(3));
+        assert_eq!(rekicks(&lines("vblk-guest: 1 CPUs")), None);
     }
 
     #[test]

@@ -195,6 +195,97 @@ fn bad_flags_are_refused_before_qemu_runs() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--verify needs a disk"));
 }
 
+/// Runs a job the guest must run to the end and fail (errors counted, the
+/// report printed); returns the report.
+fn failed_job(args: &[&str]) -> serde_json::Value {
+    let output = guest(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the job ran and failed"), "{stderr}");
+    report(&output)
+}
+
+/// The report's bad requests as `OP SECTOR: ERROR`, in completion order.
+fn bad_requests(json: &serde_json::Value) -> Vec<String> {
+    let list = json["vblk"]["bad_requests"].as_array().expect("a list");
+    let line = |r: &serde_json::Value| format!("{} {}: {}", r["op"], r["sector"], r["error"]);
+    list.iter().map(line).collect()
+}
+
+/// How [`bad_requests`] shows a request that failed with an I/O error.
+fn eio(op: &str, sector: u64) -> String {
+    format!("{op:?} {sector}: \"device reported an I/O error\"")
+}
+
+/// A verifying job of `number_ios` requests on `disk`, at depth 8, with
+/// these blkdebug rules (the runtime is only a cap).
+fn verifying<'a>(
+    disk: &'a str,
+    rw: &'a str,
+    number_ios: &'a str,
+    rules: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "--disk",
+        disk,
+        "--rw",
+        rw,
+        "--verify",
+        "--number-ios",
+        number_ios,
+    ];
+    args.extend(["--iodepth", "8", "--runtime", "60"]);
+    for rule in rules {
+        args.extend(["--blkdebug-error", rule]);
+    }
+    args
+}
+
+/// QEMU's blkdebug under the guest's virtio-blk-pci device: the injected
+/// EIOs fail exactly the requests on their sectors, the job runs on, every
+/// other request completes and checks out, and a failed write never
+/// reaches the file. Jobs are bounded by --number-ios (each block written
+/// once, then read twice), so nothing depends on how fast the guest runs.
+#[test]
+fn blkdebug_errors_fail_exactly_their_requests_in_the_guest() {
+    const SIZE: u64 = 1 << 20;
+    const BS: usize = 4096;
+    let path = std::env::temp_dir().join(format!("vblk-guest-eio-{}.img", std::process::id()));
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(SIZE))
+        .expect("create the image");
+    let disk = format!("file:{}", path.display());
+    let json = failed_job(&verifying(&disk, "write", "256", &["write:83"]));
+    assert_eq!(json["vblk"]["submitted"], 256);
+    assert_eq!(json["vblk"]["completed"], 256);
+    assert_eq!(json["vblk"]["errors"], 1);
+    assert_eq!(json["jobs"][0]["write"]["total_ios"], 255);
+    assert_eq!(bad_requests(&json), [eio("write", 80)]);
+    let image = std::fs::read(&path).expect("read the image back");
+    for (block, data) in image.chunks_exact(BS).enumerate() {
+        if block == 10 {
+            assert!(
+                data.iter().all(|&b| b == 0),
+                "the failed write reached the file"
+            );
+        } else if let Err(m) = verify::check_stamped(data, (block * BS / verify::SECTOR) as u64) {
+            panic!("block {block}: sector {}: {}", m.sector, m.what);
+        }
+    }
+
+    let rules = ["read:160:once", "read:1600"];
+    let json = failed_job(&verifying(&disk, "read", "512", &rules));
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(json["vblk"]["completed"], 512);
+    assert_eq!(json["vblk"]["errors"], 3);
+    assert_eq!(json["vblk"]["verify_errors"], 0);
+    assert_eq!(json["jobs"][0]["read"]["total_ios"], 509);
+    assert_eq!(
+        bad_requests(&json),
+        [eio("read", 160), eio("read", 1600), eio("read", 1600)]
+    );
+}
+
 /// `--inject needs-reset` makes QEMU hit virtio_error() mid-job: the device
 /// sets DEVICE_NEEDS_RESET and stops. The guest must notice (from the
 /// configuration-change interrupt, or in poll mode from its periodic status

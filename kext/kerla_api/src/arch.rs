@@ -1,7 +1,4 @@
-//! Architecture constants (Kerla's `kerla_api::arch`), and the CPU
-//! queries a multi-queue driver needs.
-
-use crate::kernel_ops::kernel_ops;
+//! Architecture constants (Kerla's `kerla_api::arch`).
 
 /// Bytes in a page.
 pub const PAGE_SIZE: usize = 4096;
@@ -14,15 +11,3 @@ pub(crate) const KERNEL_BASE_ADDR: usize = 0xffff_8000_0000_0000;
 /// End of the straight map: physical memory below 4 GiB. Crate-private,
 /// as in Kerla.
 pub(crate) const KERNEL_STRAIGHT_MAP_PADDR_END: usize = 0x1_0000_0000;
-
-/// Extension (not in Kerla main, which runs on one CPU): how many CPUs
-/// the kernel runs on. Kerla today would return 1.
-pub fn num_cpus() -> usize {
-    kernel_ops().num_cpus().max(1)
-}
-
-/// Extension (not in Kerla main): the calling CPU's index, `0..num_cpus()`.
-/// Kerla today would return 0.
-pub fn cpu_id() -> usize {
-    kernel_ops().cpu_id()
-}

@@ -3,10 +3,13 @@
 //! over with [`init`] before loading kexts, and runs the probers with
 //! [`init_drivers`] after.
 //!
-//! Kerla's own `KernelOps` has `attach_irq` and the network hooks; its page
-//! allocator, PCI port I/O and spin lock live in its runtime crate, which
-//! `kerla_api` calls directly. This stand-in has no runtime under it, so
-//! those services are hooks here too.
+//! Kerla's own `KernelOps` has `attach_irq` and the network hooks (plus,
+//! with the project's patch series, PR #108's `register_block_driver`); its
+//! page allocator, PCI port I/O and spin lock live in its runtime crate,
+//! which `kerla_api` calls directly. This stand-in has no runtime under it,
+//! so those services are hooks here too. What runs above the hooks (the PCI
+//! scan, the prober loop, the lock) behaves as Kerla's does: see
+//! [`init_drivers`].
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -14,7 +17,6 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::address::PAddr;
 use crate::driver::block::BlockDriver;
-use crate::driver::pci::PciDevice;
 use crate::driver::{self, VirtioMmioDevice};
 
 /// The kernel's side of the API.
@@ -24,29 +26,24 @@ pub trait KernelOps: Sync {
     fn alloc_pages(&self, num_pages: usize) -> Option<PAddr>;
 
     /// Runs `f` whenever interrupt line `irq` (an I/O APIC input) fires,
-    /// and unmasks the line. Several handlers may share a line.
+    /// and unmasks the line. Several handlers may share a line. Kerla
+    /// programs the line edge-triggered, active high, to CPU 0; a kernel
+    /// implementing this stand-in should do the same.
     fn attach_irq(&self, irq: u8, f: Box<dyn FnMut() + Send + Sync + 'static>);
 
     /// Takes a block device driver (PR #108's `register_block_driver`).
     fn register_block_driver(&self, driver: Box<dyn BlockDriver>);
 
-    /// The PCI functions found, with their capability lists.
-    fn pci_devices(&self) -> Vec<PciDevice>;
+    /// Reads the configuration dword at `offset` (4-byte aligned) of
+    /// function 0 of a slot (the only function Kerla looks at).
+    fn pci_config_read32(&self, bus: u8, slot: u8, offset: u8) -> u32;
 
-    /// Reads the configuration dword at `offset` (4-byte aligned) of a function.
-    fn pci_config_read32(&self, bus: u8, slot: u8, function: u8, offset: u8) -> u32;
-
-    /// Writes the configuration dword at `offset` (4-byte aligned) of a function.
-    fn pci_config_write32(&self, bus: u8, slot: u8, function: u8, offset: u8, value: u32);
+    /// Writes the configuration dword at `offset` (4-byte aligned) of
+    /// function 0 of a slot.
+    fn pci_config_write32(&self, bus: u8, slot: u8, offset: u8, value: u32);
 
     /// The virtio-mmio devices the boot loader named (the kernel command line).
     fn virtio_mmio_devices(&self) -> Vec<VirtioMmioDevice>;
-
-    /// CPUs running.
-    fn num_cpus(&self) -> usize;
-
-    /// The calling CPU's index.
-    fn cpu_id(&self) -> usize;
 
     /// Turns interrupts off on this CPU; returns whether they were on.
     fn save_and_disable_interrupts(&self) -> bool;
@@ -64,21 +61,12 @@ impl KernelOps for NopOps {
     }
     fn attach_irq(&self, _irq: u8, _f: Box<dyn FnMut() + Send + Sync + 'static>) {}
     fn register_block_driver(&self, _driver: Box<dyn BlockDriver>) {}
-    fn pci_devices(&self) -> Vec<PciDevice> {
-        Vec::new()
-    }
-    fn pci_config_read32(&self, _bus: u8, _slot: u8, _function: u8, _offset: u8) -> u32 {
+    fn pci_config_read32(&self, _bus: u8, _slot: u8, _offset: u8) -> u32 {
         u32::MAX
     }
-    fn pci_config_write32(&self, _bus: u8, _slot: u8, _function: u8, _offset: u8, _value: u32) {}
+    fn pci_config_write32(&self, _bus: u8, _slot: u8, _offset: u8, _value: u32) {}
     fn virtio_mmio_devices(&self) -> Vec<VirtioMmioDevice> {
         Vec::new()
-    }
-    fn num_cpus(&self) -> usize {
-        1
-    }
-    fn cpu_id(&self) -> usize {
-        0
     }
     fn save_and_disable_interrupts(&self) -> bool {
         false
@@ -108,10 +96,13 @@ pub fn init(ops: &'static dyn KernelOps) {
     OPS.store(leaked, Ordering::Release);
 }
 
-/// Offers every PCI function, then every virtio-mmio device, to every
-/// registered prober (Kerla's `init_drivers`; the device lists come from
-/// the kernel's hooks).
+/// Offers every PCI device Kerla's scan finds (function 0 of each slot,
+/// header type 0: [`crate::driver::pci`]), then every virtio-mmio device
+/// (from the kernel's hook), to every registered prober, holding the
+/// prober list's lock throughout as Kerla's `init_drivers` does: probers
+/// run with interrupts off, and a prober that registers another prober
+/// deadlocks, in Kerla and here.
 pub fn init_drivers() {
-    let ops = kernel_ops();
-    driver::probe_all(&ops.pci_devices(), &ops.virtio_mmio_devices());
+    let mmio_devices = kernel_ops().virtio_mmio_devices();
+    driver::probe_all(&driver::pci::enumerate(), &mmio_devices);
 }

@@ -10,14 +10,23 @@
 //! guest kernel in `guest/`) implements, the way Kerla's kernel implements
 //! its own `KernelOps`. Kexts never call those hooks themselves.
 //!
-//! What kexts see here that Kerla main does not have, each marked
-//! "Extension" in its documentation: `driver::block` (PR #108) with four
-//! more methods, and `arch::{num_cpus, cpu_id}`. The kernel's side has
-//! constructors Kerla keeps private (`PciDevice::new`, `PciDevice::read`,
-//! `PciConfig::from_header`) and `kernel_ops::init_drivers()` without
-//! arguments (the device lists come from the hooks). Types derive what
-//! Kerla's derive and no more, so a kext cannot come to rely on a `Clone`
-//! Kerla lacks.
+//! What kexts see here is Kerla main plus PR #108's `driver::block`,
+//! which the project's Kerla patch series adds: nothing more. The kext
+//! pins every item it uses to one exact signature (`kext/src/api_surface.rs`),
+//! and that file compiles against this crate in the project's builds and
+//! against the patched real `kerla_api` in `cargo xtask kerla`, so the two
+//! cannot drift apart unnoticed.
+//!
+//! The kernel's side differs, as it must: Kerla's `kerla_api` calls its
+//! runtime directly (page allocator, PCI port I/O, interrupt masking), this
+//! crate calls [`kernel_ops::KernelOps`] hooks; `PciDevice::new` and
+//! `PciConfig::from_header` are public here for the hosting kernel's tests;
+//! `kernel_ops::init_drivers()` takes no arguments (the virtio-mmio list
+//! comes from a hook). Above the hooks it behaves as Kerla does: the PCI
+//! scan looks at function 0 of slots 0..=30 only and skips any header type
+//! but 0, more than 16 capabilities panic, the prober lock is held (so
+//! interrupts are off) while probers run. Types derive what Kerla's derive
+//! and no more.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

@@ -63,7 +63,7 @@ fn device(caps: Vec<PciCapability>) -> PciDevice {
     // A 64-bit prefetchable BAR, as QEMU makes it: type bits 0b1100.
     header[0x20..0x24].copy_from_slice(&(BAR4 | 0xc).to_le_bytes());
     header[0x3c] = LINE;
-    PciDevice::new(0, 3, 0, KerlaHeader::from_header(header), caps)
+    PciDevice::new(0, 3, KerlaHeader::from_header(header), caps)
 }
 
 /// Registers in host memory: BAR 4's 16 KiB.

@@ -8,7 +8,7 @@ mod packed;
 mod split;
 
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::{fence, AtomicU32, Ordering};
 use std::collections::HashMap;
 
 use virtio_blk_mq::spec::{
@@ -408,17 +408,15 @@ impl MockPacked {
     }
 
     pub(crate) fn device_event(&self) -> (u16, u16) {
-        let e: &EventSuppress = self.ring.at(self.layout.device_event);
-        (
-            u16::from_le(e.flags.load(Ordering::Relaxed)),
-            u16::from_le(e.off_wrap.load(Ordering::Relaxed)),
-        )
+        let word: &AtomicU32 = self.ring.at(self.layout.device_event);
+        let word = u32::from_le(word.load(Ordering::Relaxed));
+        ((word >> 16) as u16, word as u16)
     }
 
     pub(crate) fn set_driver_event(&self, flags: u16, off_wrap: u16) {
         let e: &EventSuppress = self.ring.at(self.layout.driver_event);
         e.off_wrap.store(off_wrap.to_le(), Ordering::Relaxed);
-        e.flags.store(flags.to_le(), Ordering::Relaxed);
+        e.flags.store(flags.to_le(), Ordering::Release);
     }
 
     fn avail_flags(&self, write: bool) -> PackedDescFlags {

@@ -3,6 +3,11 @@
 //!
 //! The daemon is a child process; [`StorageDaemon`] stops it by its pid
 //! (SIGKILL, then wait) when dropped, also while a test unwinds from a panic.
+//!
+//! With [`DaemonConfig::blkdebug`] the export sits on QEMU's `blkdebug`
+//! filter over the backend, which fails chosen requests with an errno (EIO
+//! by default): QEMU's own fault injection, reported to the driver as
+//! VIRTIO_BLK_S_IOERR.
 
 use std::fmt;
 use std::fs::File;
@@ -45,6 +50,11 @@ pub struct DaemonConfig {
     pub num_queues: u16,
     /// The export accepts writes.
     pub writable: bool,
+    /// `Some(rules)`: put a `blkdebug` node between the backend and the
+    /// export, with `rules` as its options (`inject-error.0.event=none,
+    /// inject-error.0.iotype=read,inject-error.0.sector=2048,...`; the
+    /// daemon names the node and its image). `None`: export the backend as is.
+    pub blkdebug: Option<String>,
 }
 
 /// Why the daemon could not be started.
@@ -87,6 +97,11 @@ pub struct StorageDaemon {
     log: PathBuf,
 }
 
+/// A value for QEMU's `key=value,...` options: a literal comma is doubled.
+fn escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
 /// The program to run: `$QEMU_STORAGE_DAEMON`, else [`DEFAULT_PROGRAM`].
 pub fn program() -> String {
     std::env::var("QEMU_STORAGE_DAEMON").unwrap_or_else(|_| DEFAULT_PROGRAM.into())
@@ -117,15 +132,27 @@ impl StorageDaemon {
         std::fs::create_dir_all(&dir).map_err(DaemonError::Spawn)?;
         let socket = dir.join("vhost.sock");
         let log = dir.join("daemon.log");
-        let blockdev = match &config.backend {
+        // The export serves node n0: the backend, or blkdebug over it.
+        let backend_node = if config.blkdebug.is_some() {
+            "img"
+        } else {
+            "n0"
+        };
+        let mut blockdevs = std::vec![match &config.backend {
             DaemonBackend::Null { size, latency_ns } => std::format!(
-                "driver=null-co,node-name=n0,size={size},read-zeroes=on,latency-ns={latency_ns}"
+                "driver=null-co,node-name={backend_node},size={size},read-zeroes=on,\
+                 latency-ns={latency_ns}"
             ),
             DaemonBackend::File { path } => std::format!(
-                "driver=file,node-name=n0,filename={},cache.direct=off",
-                path.display()
+                "driver=file,node-name={backend_node},filename={},cache.direct=off",
+                escape(&path.to_string_lossy())
             ),
-        };
+        }];
+        if let Some(rules) = &config.blkdebug {
+            blockdevs.push(std::format!(
+                "driver=blkdebug,node-name=n0,image={backend_node},{rules}"
+            ));
+        }
         let export = std::format!(
             "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path={},\
              num-queues={},writable={}",
@@ -135,8 +162,12 @@ impl StorageDaemon {
         );
         let log_file = File::create(&log).map_err(DaemonError::Spawn)?;
         let log_err = log_file.try_clone().map_err(DaemonError::Spawn)?;
-        let child = Command::new(binary)
-            .args(["--blockdev", &blockdev, "--export", &export])
+        let mut command = Command::new(binary);
+        for blockdev in &blockdevs {
+            command.args(["--blockdev", blockdev]);
+        }
+        let child = command
+            .args(["--export", &export])
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)

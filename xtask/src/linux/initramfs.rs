@@ -10,9 +10,10 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::cpio::Archive;
 use super::debian::{depends_names, resolve_in, Cache, Package};
 use super::elf::{module_depends, Elf};
+use crate::cpio::Archive;
+use crate::hash::fnv1a;
 
 /// The guest's `/init`.
 const INIT: &str = include_str!("init.sh");
@@ -46,13 +47,6 @@ struct Entry {
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// FNV-1a, 64 bits: names the cached image after its inputs.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// A module's bytes, decompressed on the host when the package ships
@@ -410,7 +404,10 @@ pub fn prepare(dir: &Path, refresh: bool) -> Result<LinuxGuest, String> {
         ));
     }
     manifest.push_str(INIT);
-    let initrd = dir.join(format!("initramfs-{:016x}.cpio", fnv1a(&manifest)));
+    let initrd = dir.join(format!(
+        "initramfs-{:016x}.cpio",
+        fnv1a(manifest.as_bytes())
+    ));
     if !initrd.exists() {
         eprintln!(
             "xtask linux: writing {} ({} libraries for fio)",

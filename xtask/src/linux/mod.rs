@@ -7,9 +7,8 @@
 //! command line, prints fio's JSON between marker lines on the serial
 //! console, and leaves through isa-debug-exit with our guest's exit codes.
 
-mod cpio;
 mod debian;
-mod elf;
+pub(crate) mod elf;
 pub mod fio;
 mod initramfs;
 
@@ -54,6 +53,9 @@ pub fn fit_job(args: &mut GuestArgs) -> Result<Option<String>, String> {
         return Err(
             "linux-fio does not verify data (use cargo xtask guest --verify for that)".into(),
         );
+    }
+    if args.number_ios.is_some() {
+        return Err("linux-fio runs timed jobs: --number-ios is for cargo xtask guest".into());
     }
     if args.queue_size.is_some() || args.no_event_idx || args.inject.is_some() {
         return Err(

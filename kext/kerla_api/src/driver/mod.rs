@@ -50,22 +50,18 @@ pub fn attach_irq<F: FnMut() + Send + Sync + 'static>(irq: u8, f: F) {
     kernel_ops().attach_irq(irq, Box::new(f))
 }
 
-/// Offers the devices to the probers. The prober list is taken out of its
-/// lock while they run, so a prober may register drivers or another prober
-/// (kept for later rounds) without deadlocking.
+/// Offers the devices to the probers, the prober list's lock held around
+/// each device's round as in Kerla (so interrupts are off while a prober
+/// runs).
 pub(crate) fn probe_all(pci_devices: &[PciDevice], mmio_devices: &[VirtioMmioDevice]) {
-    let probers = core::mem::take(&mut *DEVICE_PROBERS.lock());
     for device in pci_devices {
-        for prober in &probers {
+        for prober in DEVICE_PROBERS.lock().iter() {
             prober.probe_pci(device);
         }
     }
     for device in mmio_devices {
-        for prober in &probers {
+        for prober in DEVICE_PROBERS.lock().iter() {
             prober.probe_virtio_mmio(device);
         }
     }
-    let mut list = DEVICE_PROBERS.lock();
-    let added = core::mem::replace(&mut *list, probers);
-    list.extend(added);
 }

@@ -76,8 +76,9 @@ impl PciConfig {
                 paddr: PAddr::new((bar & !0xf) as usize),
             }
         } else {
+            // Kerla masks the low four bits of an I/O BAR too.
             Bar::IOMapped {
-                port: (bar & 0xfffc) as u16,
+                port: (bar & 0xfff0) as u16,
             }
         }
     }
@@ -98,22 +99,21 @@ impl PciConfig {
     }
 }
 
-/// A PCI function found at enumeration.
-#[derive(Debug)]
+/// A PCI device found at enumeration: function 0 of a slot, as Kerla
+/// enumerates. No derives, as in Kerla.
 pub struct PciDevice {
     config: PciConfig,
     bus: u8,
     slot: u8,
-    function: u8,
     capabilities: Vec<PciCapability>,
 }
 
 impl PciDevice {
-    /// The kernel's side: builds a device from its parts.
+    /// The kernel's side (Kerla builds these in its scan and exports no
+    /// constructor): a device from its parts.
     pub fn new(
         bus: u8,
         slot: u8,
-        function: u8,
         config: PciConfig,
         capabilities: Vec<PciCapability>,
     ) -> PciDevice {
@@ -121,34 +121,32 @@ impl PciDevice {
             config,
             bus,
             slot,
-            function,
             capabilities,
         }
     }
 
-    /// The kernel's side: reads the header and capability list of a
-    /// function through the kernel's configuration hooks, as Kerla's
-    /// enumeration does. `None` when nothing answers or the header is not
-    /// type 0.
-    pub fn read(bus: u8, slot: u8, function: u8) -> Option<PciDevice> {
+    /// Reads function 0 of `slot` through the kernel's configuration hooks
+    /// the way Kerla's scan does: `None` unless the header type byte is
+    /// exactly 0 (so nothing answering, a bridge, or a multi-function
+    /// device is skipped); the capability list is followed from byte 0x34
+    /// whatever the status register says, each blob as long as its byte 2,
+    /// and **more than [`MAX_CAPABILITIES`] capabilities panic**, as
+    /// Kerla's fixed-size list does.
+    pub(crate) fn read(bus: u8, slot: u8) -> Option<PciDevice> {
         let ops = kernel_ops();
-        let read32 = |offset: u8| ops.pci_config_read32(bus, slot, function, offset);
-        if read32(0) & 0xffff == 0xffff {
+        let read32 = |offset: u8| ops.pci_config_read32(bus, slot, offset);
+        let read8 = |offset: u8| (read32(offset & 0xfc) >> ((offset & 3) * 8)) as u8;
+        if read8(0x0e) != 0 {
             return None;
         }
         let mut header = [0u8; HEADER_LEN];
         for (i, dword) in header.chunks_exact_mut(4).enumerate() {
             dword.copy_from_slice(&read32((i * 4) as u8).to_le_bytes());
         }
-        if header[0x0e] & 0x7f != 0 {
-            return None;
-        }
-        let read8 = |offset: u8| (read32(offset & 0xfc) >> ((offset & 3) * 8)) as u8;
-        let capabilities = read_capabilities(&header, read8);
+        let capabilities = read_capabilities(header[0x34], read8);
         Some(PciDevice::new(
             bus,
             slot,
-            function,
             PciConfig::from_header(header),
             capabilities,
         ))
@@ -163,11 +161,12 @@ impl PciDevice {
     /// may DMA.
     pub fn enable_bus_master(&self) {
         let ops = kernel_ops();
-        let value = ops.pci_config_read32(self.bus, self.slot, self.function, 0x04);
+        let value = ops.pci_config_read32(self.bus, self.slot, 0x04);
         // Only the command half: zeroes in the status half clear nothing
-        // (its error bits are write-one-to-clear).
+        // (its error bits are write-one-to-clear). Kerla writes the dword
+        // back whole; QEMU's status bits read 0 or clear harmlessly.
         let command = (value & 0xffff) | (1 << 2);
-        ops.pci_config_write32(self.bus, self.slot, self.function, 0x04, command);
+        ops.pci_config_write32(self.bus, self.slot, 0x04, command);
     }
 
     /// Bus number.
@@ -186,24 +185,33 @@ impl PciDevice {
     }
 }
 
-/// Walks the capability list (when the status register says there is
-/// one), at most [`MAX_CAPABILITIES`] entries so a looping list ends.
-fn read_capabilities(header: &[u8; HEADER_LEN], read8: impl Fn(u8) -> u8) -> Vec<PciCapability> {
+/// Every device Kerla's scan finds: function 0 of slots 0..=30 on buses
+/// 0..=255 (slot 31 is never looked at), in that order.
+pub(crate) fn enumerate() -> Vec<PciDevice> {
+    (0..=255u8)
+        .flat_map(|bus| (0..31u8).map(move |slot| (bus, slot)))
+        .filter_map(|(bus, slot)| PciDevice::read(bus, slot))
+        .collect()
+}
+
+/// Follows the capability list from `first` until a next pointer of 0.
+/// Panics past [`MAX_CAPABILITIES`] entries, as Kerla does (so a looping
+/// list panics rather than spins).
+fn read_capabilities(first: u8, read8: impl Fn(u8) -> u8) -> Vec<PciCapability> {
     let mut caps = Vec::new();
-    if header[0x06] & (1 << 4) == 0 {
-        return caps;
-    }
-    let mut at = header[0x34] & 0xfc;
-    while at != 0 && caps.len() < MAX_CAPABILITIES {
+    let mut at = first;
+    while at != 0 {
+        assert!(
+            caps.len() < MAX_CAPABILITIES,
+            "pci: more than {MAX_CAPABILITIES} capabilities (Kerla's list is full)"
+        );
         let len = read8(at.wrapping_add(2));
-        let data: Vec<u8> = (0..len)
-            .map_while(|i| at.checked_add(i).map(&read8))
-            .collect();
+        let data: Vec<u8> = (0..len).map(|i| read8(at.wrapping_add(i))).collect();
         caps.push(PciCapability {
             id: read8(at),
             data,
         });
-        at = read8(at.wrapping_add(1)) & 0xfc;
+        at = read8(at.wrapping_add(1));
     }
     caps
 }
@@ -242,10 +250,8 @@ mod tests {
     }
 
     #[test]
-    fn the_capability_walk_is_bounded() {
-        let mut h = header();
-        h[0x06] = 1 << 4;
-        h[0x34] = 0x40;
+    #[should_panic(expected = "more than 16 capabilities")]
+    fn a_looping_capability_list_panics_as_in_kerla() {
         // A list that points back at itself, with byte 2 = 4.
         let space = |at: u8| match at {
             0x40 => 0x09,
@@ -253,8 +259,23 @@ mod tests {
             0x42 => 4,
             _ => 0,
         };
-        let caps = read_capabilities(&h, space);
-        assert_eq!(caps.len(), MAX_CAPABILITIES);
-        assert_eq!(caps[0].data, [0x09, 0x40, 4, 0]);
+        let _ = read_capabilities(0x40, space);
+    }
+
+    #[test]
+    fn capability_blobs_are_as_long_as_their_byte_2() {
+        let space = |at: u8| match at {
+            0x40 => 0x11,
+            0x41 => 0x50,
+            0x42 => 3,
+            0x50 => 0x09,
+            0x51 => 0,
+            0x52 => 5,
+            _ => 0xaa,
+        };
+        let caps = read_capabilities(0x40, space);
+        assert_eq!(caps.len(), 2);
+        assert_eq!(caps[0].data, [0x11, 0x50, 3]);
+        assert_eq!((caps[1].id, caps[1].data.len()), (0x09, 5));
     }
 }

@@ -137,7 +137,8 @@ struct Tally {
     lost_kick: u32,
     stopped: u32,
     other_stall: u32,
-    /// Runs whose driver rang a doorbell again by itself (and passed).
+    /// Runs that passed and whose driver rang a doorbell again by itself
+    /// (a re-kick: not necessarily a lost kick, it may only have waited long).
     rekicked: u32,
     errors: u32,
 }
@@ -453,7 +454,7 @@ fn table(
         started.elapsed().as_secs_f64() / 60.0
     );
     out.push_str(
-        "| mode | ring | iothread | QD | ring size | runs | passed | stalls | lost kick (extra doorbell rescued) | device stopped | other stall | passed after a driver re-kick | errors |\n\
+        "| mode | ring | iothread | QD | ring size | runs | passed | stalls | lost kick (extra doorbell rescued) | device stopped | other stall | passed, driver re-kicked | errors |\n\
          |---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     let mut row = |label: String, t: &Tally| {

@@ -2,6 +2,7 @@
 //! (VIRTIO 1.2 §3.1.1, §5.2.5).
 
 mod config;
+mod diagnose;
 mod queue;
 mod queue_set;
 mod recovery;

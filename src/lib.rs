@@ -28,6 +28,7 @@ pub mod mq;
 mod packed_ring;
 mod ring;
 mod shared;
+pub mod snapshot;
 pub mod spec;
 mod split_ring;
 pub mod sync;

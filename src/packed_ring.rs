@@ -550,6 +550,32 @@ impl<H: Hal> PackedRing<H> {
     }
 }
 
+/// Diagnostics (see [`crate::snapshot`]): read-only, never on the I/O path.
+impl<H: Hal> PackedRing<H> {
+    pub(crate) fn snapshot(&self) -> crate::snapshot::PackedSnapshot {
+        let driver = self.driver_event.get(0);
+        // Acquire: read the device's structure and descriptor as they are now.
+        let device = u32::from_le(self.device_event.get(0).load(Ordering::Acquire));
+        let at_used = self.desc.get(usize::from(self.next_used));
+        crate::snapshot::PackedSnapshot {
+            size: self.layout.size,
+            in_flight: self.in_flight,
+            next_avail: self.next_avail,
+            avail_wrap: self.avail_wrap,
+            next_used: self.next_used,
+            used_wrap: self.used_wrap,
+            driver_event_flags: u16::from_le(driver.flags.load(Ordering::Relaxed)),
+            driver_event_off_wrap: u16::from_le(driver.off_wrap.load(Ordering::Relaxed)),
+            // One load, as commit reads it: off_wrap low, flags high.
+            device_event_flags: (device >> 16) as u16,
+            device_event_off_wrap: device as u16,
+            flags_at_next_used: u16::from_le(at_used.flags.load(Ordering::Acquire)),
+            id_at_next_used: u16::from_le(at_used.id.load(Ordering::Relaxed)),
+            event_idx: self.event_idx,
+        }
+    }
+}
+
 /// The ring's shared memory as the model checker's device thread sees it.
 #[cfg(all(test, loom))]
 pub(crate) struct PackedMemory {

@@ -490,6 +490,27 @@ impl<H: Hal> SplitRing<H> {
     }
 }
 
+/// Diagnostics (see [`crate::snapshot`]): read-only, never on the I/O path.
+impl<H: Hal> SplitRing<H> {
+    pub(crate) fn snapshot(&self) -> crate::snapshot::SplitSnapshot {
+        crate::snapshot::SplitSnapshot {
+            size: self.layout.size,
+            in_flight: self.in_flight,
+            avail_idx: self.avail_idx,
+            published_idx: self.published_idx,
+            last_used: self.last_used,
+            avail_flags: u16::from_le(self.avail_flags().load(Ordering::Relaxed)),
+            shared_avail_idx: u16::from_le(self.avail_idx_field().load(Ordering::Relaxed)),
+            used_event: u16::from_le(self.used_event_field().load(Ordering::Relaxed)),
+            // Acquire: read the device's fields as they are now.
+            used_flags: u16::from_le(self.used_header.get(0).load(Ordering::Acquire)),
+            used_idx: u16::from_le(self.used_header.get(1).load(Ordering::Acquire)),
+            avail_event: u16::from_le(self.avail_event.get(0).load(Ordering::Acquire)),
+            event_idx: self.event_idx,
+        }
+    }
+}
+
 /// The ring's shared memory as the model checker's device thread sees it.
 #[cfg(all(test, loom))]
 pub(crate) struct SplitMemory {

@@ -95,10 +95,17 @@ pub fn rdtsc() -> u64 {
 }
 
 /// Interrupts on.
+///
+/// The instructions that change RFLAGS.IF are compiler barriers here (no
+/// `nomem`): an interrupt handler may write any memory once they let it in,
+/// so no load may be hoisted above `sti` or sunk below `cli`. With `nomem`
+/// the compiler may, for instance, read a wake-up flag once before a
+/// `cli; ...; sti; hlt` loop and spin on the stale value (a lost wakeup).
 #[inline]
 pub fn enable_interrupts() {
-    // SAFETY: every vector has a handler (idt.rs) before anything turns interrupts on.
-    unsafe { asm!("sti", options(nomem, nostack)) }
+    // SAFETY: every vector has a handler (idt.rs) before anything turns
+    // interrupts on. Not `nomem`: handlers run from here on (see above).
+    unsafe { asm!("sti", options(nostack)) }
 }
 
 /// Whether interrupts are on (RFLAGS.IF).
@@ -113,8 +120,9 @@ pub fn interrupts_enabled() -> bool {
 /// Interrupts off.
 #[inline]
 pub fn disable_interrupts() {
-    // SAFETY: masking interrupts cannot break memory safety.
-    unsafe { asm!("cli", options(nomem, nostack)) }
+    // SAFETY: masking interrupts cannot break memory safety. Not `nomem`:
+    // what the caller reads next must be read after handlers are shut out.
+    unsafe { asm!("cli", options(nostack)) }
 }
 
 /// Turns interrupts on and halts until one arrives, with no window between
@@ -123,14 +131,15 @@ pub fn disable_interrupts() {
 /// Returns with interrupts on.
 #[inline]
 pub fn enable_interrupts_and_halt() {
-    // SAFETY: as `enable_interrupts`; hlt just waits.
-    unsafe { asm!("sti", "hlt", options(nomem, nostack)) }
+    // SAFETY: as `enable_interrupts`; hlt just waits. Not `nomem`: the
+    // handler that wakes us writes memory the caller reads afterwards.
+    unsafe { asm!("sti", "hlt", options(nostack)) }
 }
 
 /// Halts with interrupts off, forever.
 pub fn halt_forever() -> ! {
     loop {
         // SAFETY: cli; hlt stops this CPU; nothing is left to run on it.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+        unsafe { asm!("cli", "hlt", options(nostack)) }
     }
 }

@@ -1,6 +1,7 @@
 //! Finds the virtio-blk device (virtio-pci on the PCI list, or virtio-mmio
-//! from the command line), wires its interrupts, sets it up with one queue
-//! per vCPU, runs the job on every queue at once and merges the results.
+//! from the command line) and wires its interrupts; `drive` sets it up with
+//! one queue per vCPU and runs the job on every queue at once; the results
+//! are merged here.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -10,18 +11,17 @@ use alloc::vec::Vec;
 use vblk_report::summary::JobLabels;
 use vblk_report::verify::Initial;
 use vblk_report::Summary;
-use virtio_blk_mq::sync::SpinLock;
 use virtio_blk_mq::transport::pci::{self, MsixMessage, PciTransport};
 use virtio_blk_mq::transport::MmioTransport;
-use virtio_blk_mq::{BlkDevice, BlkQueue, Config, Features, Mode, QueueStats, RingKind, Transport};
+use virtio_blk_mq::{QueueStats, Transport};
 
 use crate::apic::Trigger;
 use crate::cmdline::{self, IrqKind, Options};
 use crate::hal::GuestHal;
 use crate::job::{self, JobSpec, QueueResult};
 use crate::pci::PciDevice;
-use crate::wait::{self, QueueWaiter};
-use crate::{irq, println, smp};
+use crate::wait;
+use crate::{drive, health, irq, println, smp};
 
 /// Virtio device type of a block device.
 const VIRTIO_BLK: u32 = 2;
@@ -33,6 +33,11 @@ pub fn run(options: &Options, pci_devices: &[PciDevice], cpus: usize) -> Result<
     if queues > cpus {
         return Err(format!(
             "queues={queues} needs as many vCPUs (one owner each); {cpus} are running"
+        ));
+    }
+    if options.inject.is_some() && queues >= cpus {
+        return Err(format!(
+            "inject= needs a vCPU (and a device queue) beyond queues={queues}; {cpus} vCPUs are running"
         ));
     }
     if let Some(device) = pci_devices
@@ -52,7 +57,21 @@ pub fn run(options: &Options, pci_devices: &[PciDevice], cpus: usize) -> Result<
         })?;
         let interrupts = pci_interrupts(&mut transport, options)?;
         println!("vblk-guest: interrupts: {interrupts}");
-        return run_device(transport, options);
+        let isr = transport.isr_reader();
+        let pba = crate::pci::msix_pba(device);
+        let msix = transport.msix_enabled();
+        let state = Box::new(move || {
+            // Reading the ISR clears it: this is the one read after the stall.
+            let isr = isr.read().bits();
+            match (msix, pba) {
+                (true, Some(pba)) => format!(
+                    "ISR {isr:#x}; MSI-X pending bits {:#x} (bit 0: configuration, bit 1 + q: queue q)",
+                    pba.read()
+                ),
+                _ => format!("ISR {isr:#x}; MSI-X off"),
+            }
+        });
+        return drive::run(transport, options, state);
     }
     for spec in &options.mmio {
         let transport = match MmioTransport::new(&GuestHal, spec.base, spec.size as usize) {
@@ -76,8 +95,12 @@ pub fn run(options: &Options, pci_devices: &[PciDevice], cpus: usize) -> Result<
                 apic_id,
                 Box::new(move || {
                     // Reading and acknowledging InterruptStatus lowers the line.
-                    if line.acknowledge().queue {
+                    let status = line.acknowledge();
+                    if status.queue {
                         wait::notify_all(queues);
+                    }
+                    if status.config {
+                        health::config_changed(queues);
                     }
                 }),
             )
@@ -87,7 +110,12 @@ pub fn run(options: &Options, pci_devices: &[PciDevice], cpus: usize) -> Result<
                 spec.irq
             );
         }
-        return run_device(transport, options);
+        let line = transport.interrupt();
+        let state = Box::new(move || {
+            // Acknowledging clears it: this is the one read after the stall.
+            format!("InterruptStatus {:#x}", line.acknowledge().bits())
+        });
+        return drive::run(transport, options, state);
     }
     Err("no virtio-blk device: none on PCI, none given by virtio_mmio.device=".into())
 }
@@ -111,8 +139,9 @@ fn pci_interrupts(
                 .map(|(_, address, data)| MsixMessage { address, data })
                 .map_err(|e| e.to_string())
         };
-        // Configuration changes are not acted on during a job.
-        let config = attach(0, Box::new(|| {}))?;
+        // A configuration change may announce DEVICE_NEEDS_RESET: the
+        // queues' owners look at the status (health.rs).
+        let config = attach(0, Box::new(move || health::config_changed(queues)))?;
         let per_queue = (0..queues)
             .map(|q| attach(q, Box::new(move || wait::notify(q))))
             .collect::<Result<Vec<_>, _>>()?;
@@ -131,8 +160,12 @@ fn pci_interrupts(
         smp::apic_id(0),
         Box::new(move || {
             // Reading the ISR acknowledges it and de-asserts INTx.
-            if isr.read().queue {
+            let status = isr.read();
+            if status.queue {
                 wait::notify_all(queues);
+            }
+            if status.config {
+                health::config_changed(queues);
             }
         }),
     )
@@ -179,90 +212,6 @@ fn mode_name(mode: cmdline::Mode) -> &'static str {
         cmdline::Mode::Irq => "irq",
         cmdline::Mode::Hybrid => "hybrid",
     }
-}
-
-/// One queue's seat: taken by its CPU for the run, then given back with the result.
-type Seat<N> = SpinLock<Option<(BlkQueue<GuestHal, N>, Option<QueueResult>)>>;
-
-fn run_device<T: Transport>(transport: T, options: &Options) -> Result<Summary, String> {
-    let wanted_ring = match options.ring {
-        cmdline::Ring::Split => RingKind::Split,
-        cmdline::Ring::Packed => RingKind::Packed,
-    };
-    let mut features = Features::SUPPORTED;
-    if wanted_ring == RingKind::Split {
-        features.remove(Features::RING_PACKED);
-    }
-    let config = Config {
-        features,
-        queues: options.queues,
-        // Twice the depth, as the bench CLI sizes it, within QEMU's 256.
-        queue_size: Some((2 * options.iodepth).next_power_of_two().min(256)),
-        mode: match options.mode {
-            cmdline::Mode::Poll => Mode::Poll,
-            cmdline::Mode::Irq => Mode::Interrupt,
-            cmdline::Mode::Hybrid => Mode::Hybrid,
-        },
-        ..Config::default()
-    };
-    let mut device = BlkDevice::new(GuestHal, transport, config)
-        .map_err(|e| format!("device setup failed: {e}"))?;
-    let info = *device.info();
-    if info.ring != wanted_ring {
-        return Err(format!(
-            "the device negotiated a {:?} ring instead",
-            info.ring
-        ));
-    }
-    let queues = device.take_queues().into_queues();
-    if queues.len() != usize::from(options.queues) {
-        return Err(format!(
-            "asked for {} queues, the device set up {} (num-queues on the QEMU side?)",
-            options.queues,
-            queues.len()
-        ));
-    }
-    let spec = job_spec(options, info.capacity_sectors)?;
-    println!(
-        "vblk-guest: {} sectors, {:?} ring, features {:#x}, {} queues of {} entries",
-        info.capacity_sectors,
-        info.ring,
-        info.features.bits(),
-        queues.len(),
-        queues[0].size()
-    );
-    let count = queues.len();
-    let seats: Vec<Seat<T::Notifier>> = queues
-        .into_iter()
-        .enumerate()
-        .map(|(i, queue)| {
-            wait::set_owner(i, i);
-            SpinLock::new(Some((queue, None)))
-        })
-        .collect();
-    smp::run_on_cpus(count, &|cpu| {
-        // Each CPU takes its own queue: the only lock is this hand-over.
-        let Some((mut queue, _)) = seats[cpu].lock().take() else {
-            return;
-        };
-        let result = job::run(cpu, &mut queue, &spec, &QueueWaiter(cpu), &GuestHal);
-        *seats[cpu].lock() = Some((queue, Some(result)));
-    });
-    let mut finished = Vec::with_capacity(count);
-    for seat in seats {
-        match seat.into_inner() {
-            Some((queue, Some(result))) => finished.push((queue.stats(), result)),
-            _ => return Err("a queue's CPU did not report back".into()),
-        }
-    }
-    drop(device);
-    let (mut notifications, mut timeouts) = (0, 0);
-    for queue in 0..finished.len() {
-        let (n, t) = wait::counts(queue);
-        notifications += n;
-        timeouts += t;
-    }
-    Ok(summarize(options, &finished, notifications, timeouts))
 }
 
 /// Merges the queues' results into the report; `notifications` and

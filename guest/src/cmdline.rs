@@ -84,6 +84,22 @@ pub struct Options {
     /// Drive the disk through the Kerla kext (`virtio_blk_mq_kext`), loaded
     /// as Kerla's `boot_kernel` would, instead of directly.
     pub kext: bool,
+    /// Ring entries per queue (`None`: twice the depth, within 256).
+    pub queue_size: Option<u16>,
+    /// Negotiate VIRTIO_F_EVENT_IDX when the device offers it.
+    pub event_idx: bool,
+    /// A fault to provoke on purpose (`inject=`), to test the guest's handling.
+    pub inject: Option<Inject>,
+}
+
+/// Faults the guest can provoke in the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inject {
+    /// `inject=needs_reset`: after a tenth of the runtime, queue 0 submits a
+    /// read into guest-physical memory that does not exist. QEMU cannot map
+    /// it, calls virtio_error(): the device sets DEVICE_NEEDS_RESET, raises
+    /// a configuration-change interrupt and stops processing its queues.
+    NeedsReset,
 }
 
 impl Default for Options {
@@ -108,6 +124,9 @@ impl Default for Options {
             mmio: Vec::new(),
             probe: false,
             kext: false,
+            queue_size: None,
+            event_idx: true,
+            inject: None,
         }
     }
 }
@@ -206,6 +225,22 @@ pub fn parse(cmdline: &str) -> Result<Options, String> {
             "disk" => options.disk = value.to_string(),
             "probe" => options.probe = flag(value).ok_or_else(bad)?,
             "kext" => options.kext = flag(value).ok_or_else(bad)?,
+            "qsize" => {
+                options.queue_size = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=32768).contains(n))
+                        .ok_or_else(bad)?,
+                )
+            }
+            "event_idx" => options.event_idx = flag(value).ok_or_else(bad)?,
+            "inject" => {
+                options.inject = match value {
+                    "needs_reset" => Some(Inject::NeedsReset),
+                    _ => return Err(bad()),
+                }
+            }
             "virtio_mmio.device" => options.mmio.push(parse_device(value).map_err(|_| bad())?),
             _ => return Err(format!("unknown option `{key}`")),
         }

@@ -143,3 +143,46 @@ pub fn enumerate() -> Vec<PciDevice> {
     }
     found
 }
+
+/// Capability id of MSI-X (PCI 3.0 §6.8.2).
+const CAP_MSIX: u8 = 0x11;
+
+/// A function's MSI-X Pending Bit Array (PCI 3.0 §6.8.2.7): bit `n` is set
+/// while table entry `n` has an interrupt pending (held back by a mask).
+#[derive(Clone, Copy, Debug)]
+pub struct Pba {
+    addr: u64,
+}
+
+impl Pba {
+    /// The first 64 pending bits.
+    pub fn read(&self) -> u64 {
+        // SAFETY: `addr` lies in a memory BAR of the function, below 4 GiB
+        // (identity-mapped, checked in `msix_pba`), 8-byte aligned (the
+        // offset's low 3 bits are the BIR); reading the PBA has no side effects.
+        unsafe { core::ptr::read_volatile(self.addr as *const u64) }
+    }
+}
+
+/// Where `device`'s MSI-X pending bits are, if it has MSI-X and firmware
+/// placed the BAR below 4 GiB.
+pub fn msix_pba(device: &PciDevice) -> Option<Pba> {
+    let &(_, at) = device.capabilities.iter().find(|(id, _)| *id == CAP_MSIX)?;
+    let f = device.function;
+    let pba = f.read_u32(u16::from(at) + 8);
+    let bir = (pba & 7) as u16;
+    if bir > 5 {
+        return None;
+    }
+    let bar = 0x10 + 4 * bir;
+    let low = f.read_u32(bar);
+    if low & 1 != 0 {
+        return None;
+    }
+    let mut base = u64::from(low & !0xF);
+    if (low >> 1) & 3 == 2 && bir < 5 {
+        base |= u64::from(f.read_u32(bar + 4)) << 32;
+    }
+    let addr = base + u64::from(pba & !7);
+    (base != 0 && addr + 8 <= 1 << 32).then_some(Pba { addr })
+}

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use virtio_blk_mq::mq::IrqWait;
 
 use crate::cpu::{self, MAX_CPUS};
-use crate::{smp, time};
+use crate::{health, smp, time};
 
 /// How long one wait sleeps before giving up (the heartbeat timer wakes the
 /// CPU to notice): a lost notification is counted, not a hang.
@@ -47,6 +47,15 @@ pub fn notify(queue: usize) {
     }
 }
 
+/// Wakes the owner of queue `queue` from its sleep without marking a
+/// notification (it looks for itself why it was woken).
+pub fn wake_owner(queue: usize) {
+    let owner = QUEUES[queue].owner.load(Ordering::Relaxed);
+    if owner != cpu::index() {
+        smp::wake(owner);
+    }
+}
+
 /// From a shared line's handler (INTx, virtio-mmio): every queue may have completions.
 pub fn notify_all(queues: usize) {
     for queue in 0..queues {
@@ -72,6 +81,11 @@ impl IrqWait for QueueWaiter {
         let deadline = time::now_ns() + WAIT_SLICE_NS;
         smp::wait_until(|| {
             if irq.pending.swap(false, Ordering::Acquire) {
+                return Some(());
+            }
+            // The device changed its configuration (maybe its status): the
+            // owner looks (`health::Watch`) instead of sleeping on.
+            if health::config_pending() {
                 return Some(());
             }
             if time::now_ns() >= deadline {

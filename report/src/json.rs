@@ -194,6 +194,8 @@ pub fn report(summary: &Summary, version: &str) -> String {
             .field("kicks_per_io", Value::Float(summary.kicks_per_io()))
             .field("commits_per_io", Value::Float(summary.commits_per_io()))
             .field("interrupts", Value::Int(stats.interrupts))
+            .field("rekicks", Value::Int(stats.rekicks))
+            .field("bad_lengths", Value::Int(stats.bad_lengths))
             .field("used_notifications", Value::Int(summary.used_notifications))
             .field("irq_timeouts", Value::Int(summary.irq_timeouts))
             .field("empty_polls", Value::Int(stats.empty_polls))
@@ -307,5 +309,17 @@ mod tests {
         assert_eq!(json["jobs"][0]["job options"]["iodepth"], "4096");
         assert_eq!(json["vblk"]["iodepth"], 1024);
         assert_eq!(json["vblk"]["iodepth_asked"], 4096);
+    }
+
+    #[test]
+    fn re_kicks_and_bad_lengths_are_reported() {
+        let mut summary = Summary::default();
+        summary.stats.rekicks = 3;
+        summary.stats.bad_lengths = 2;
+        let json: serde_json::Value =
+            serde_json::from_str(&report(&summary, "v")).expect("valid JSON");
+        assert_eq!(json["vblk"]["rekicks"], 3);
+        assert_eq!(json["vblk"]["bad_lengths"], 2);
+        assert!(crate::normal::normal(&summary, 1).contains("re-kicks=3"));
     }
 }

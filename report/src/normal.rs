@@ -143,7 +143,8 @@ pub fn normal(summary: &Summary, pid: u32) -> String {
     let _ = writeln!(
         out,
         "  vblk: ring={}, queues={}, iodepth={}, mode={}, disk={}, kicks/IO={:.4}, \
-         commits/IO={:.4}, interrupts={}, empty polls/IO={:.3}, errors={}, verify errors={}",
+         commits/IO={:.4}, interrupts={}, re-kicks={}, empty polls/IO={:.3}, errors={}, \
+         verify errors={}",
         summary.ring,
         summary.queues,
         summary.iodepth,
@@ -152,6 +153,7 @@ pub fn normal(summary: &Summary, pid: u32) -> String {
         summary.kicks_per_io(),
         summary.commits_per_io(),
         summary.stats.interrupts,
+        summary.stats.rekicks,
         summary.empty_polls_per_io(),
         summary.errors,
         summary.verify_errors,

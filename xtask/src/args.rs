@@ -33,6 +33,11 @@ pub enum Task {
     /// Our driver beside libblkio's on vblk-fastdev, and the idealised ring
     /// beside both: one table of ratios (and a plot with --plot).
     Perf(crate::perf::PerfArgs),
+    /// Run the guest many times over a matrix of modes, rings, iothread
+    /// on/off, depths and ring sizes; count passes, stalls (and what the
+    /// stall report found) and errors; print a table.
+    #[command(mut_arg("runtime", |a| a.default_value("1")))]
+    Soak(crate::soak::SoakArgs),
 }
 
 /// One guest run.
@@ -117,6 +122,35 @@ pub struct GuestArgs {
     /// than its poll queues.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub device_queues: Option<u16>,
+    /// Ring entries per queue (default: twice --iodepth, within 256): up to
+    /// QEMU's 256; a power of two for split rings.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub queue_size: Option<u16>,
+    /// QEMU's `maxcpus` (default: at least 2 under TCG, --smp under KVM).
+    /// TCG elides a guest's memory barriers (mfence, lock-prefixed
+    /// instructions) when the machine can have only one CPU, but virtio
+    /// devices run in other host threads (an iothread, the main loop) and
+    /// need them: with `--maxcpus 1` a single-vCPU guest can lose doorbells
+    /// and interrupts. A CPU that is possible but not present costs nothing.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub maxcpus: Option<u16>,
+    /// Do not negotiate VIRTIO_F_EVENT_IDX (doorbells and interrupts then
+    /// follow the flags only).
+    #[arg(long)]
+    pub no_event_idx: bool,
+    /// Break the device on purpose while the job runs, to check how the
+    /// guest reports it. `needs-reset`: an extra vCPU submits a read into
+    /// memory that does not exist; QEMU sets DEVICE_NEEDS_RESET (and says
+    /// why on its stderr). Adds a vCPU and a device queue.
+    #[arg(long, value_enum)]
+    pub inject: Option<Inject>,
+}
+
+/// Faults `--inject` provokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Inject {
+    /// A request QEMU cannot map: DEVICE_NEEDS_RESET.
+    NeedsReset,
 }
 
 /// Virtqueue layout.

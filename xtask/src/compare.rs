@@ -169,13 +169,15 @@ fn job_args(base: &GuestArgs, job: Job) -> Result<GuestArgs, String> {
 }
 
 /// Reads `/proc/loadavg`'s three load averages.
-fn load_average() -> String {
+/// The host's load average (1, 5, 15 minutes), as /proc/loadavg says.
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
 
-fn qemu_version() -> String {
+/// QEMU's version line.
+pub(crate) fn qemu_version() -> String {
     std::process::Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()

@@ -16,6 +16,10 @@
 //! `cargo xtask kerla` builds the real Kerla from `../shared/kerla/` with
 //! the project's patch series and the kext, boots it in QEMU with the
 //! kext's self-test, and checks the disk image on the host.
+//!
+//! `cargo xtask soak` runs our guest many times over a matrix of modes,
+//! rings, iothread on/off, depths and ring sizes and counts how each run
+//! ended (passed, stalled and what the stall report found, failed).
 #![deny(missing_docs)]
 
 mod args;
@@ -26,6 +30,7 @@ mod kerla;
 mod linux;
 mod perf;
 mod qemu;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -66,6 +71,13 @@ fn main() -> ExitCode {
             Ok(outcome) => outcome.exit_code(),
             Err(error) => {
                 eprintln!("xtask perf: error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        args::Task::Soak(soak) => match soak::run(&soak) {
+            Ok(outcome) => outcome.exit_code(),
+            Err(error) => {
+                eprintln!("xtask soak: error: {error}");
                 ExitCode::from(2)
             }
         },

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use vblk_report::blkdebug;
 
-use crate::args::{parse_bytes, Accel, Disk, GuestArgs, Irq, Mode, Ring, TransportKind};
+use crate::args::{parse_bytes, Accel, Disk, GuestArgs, Inject, Irq, Mode, Ring, TransportKind};
 
 const QEMU: &str = "qemu-system-x86_64";
 /// How long a KVM probe boot may take (one that works takes well under a
@@ -199,6 +199,15 @@ fn kernel_cmdline(args: &GuestArgs, smp: u16, runtime: f64) -> String {
     if let Some(n) = args.number_ios {
         cmdline.push_str(&format!(" number_ios={n}"));
     }
+    if let Some(size) = args.queue_size {
+        cmdline.push_str(&format!(" qsize={size}"));
+    }
+    if args.no_event_idx {
+        cmdline.push_str(" event_idx=0");
+    }
+    if let Some(Inject::NeedsReset) = args.inject {
+        cmdline.push_str(" inject=needs_reset");
+    }
     cmdline
 }
 
@@ -232,7 +241,13 @@ fn qemu_args(
     } else {
         push(&["-accel", "tcg,thread=multi"]);
     }
-    let smp = smp.to_string();
+    // TCG gives the guest's barriers to the host only when the machine may
+    // have more than one CPU (CF_PARALLEL); the device's threads need them.
+    let maxcpus = args
+        .maxcpus
+        .unwrap_or(if kvm { smp } else { smp.max(2) })
+        .max(smp);
+    let smp = format!("{smp},maxcpus={maxcpus}");
     push(&["-smp", &smp, "-m", &args.memory]);
     push(HEADLESS);
     push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
@@ -268,10 +283,11 @@ fn qemu_args(
     } else {
         "off"
     };
-    // The kext asks for one queue per CPU plus one for its block driver.
+    // The kext asks for one queue per CPU plus one for its block driver;
+    // an injector has a queue of its own.
     let num_queues = args
         .device_queues
-        .unwrap_or(args.queues + u16::from(args.kext));
+        .unwrap_or(args.queues + u16::from(args.kext) + u16::from(args.inject.is_some()));
     let mut device = match args.transport {
         TransportKind::Pci => format!(
             "virtio-blk-pci,drive=d0,disable-legacy=on,disable-modern=off,num-queues={num_queues},packed={packed}"
@@ -312,11 +328,15 @@ pub struct Run {
     pub lines: Vec<String>,
     /// When each line arrived, since QEMU started (host time).
     pub arrived: Vec<Duration>,
+    /// QEMU's own messages (its stderr: `virtio_error()` reports, warnings).
+    pub stderr: Vec<String>,
+    /// The stderr lines were copied to ours as they came.
+    pub echoed: bool,
 }
 
-/// Runs QEMU, copying the guest's console to stdout as it comes (when
-/// `echo`; otherwise QEMU's own messages are dropped too), killing it after
-/// `timeout`.
+/// Runs QEMU, copying the guest's console to stdout and QEMU's stderr to
+/// ours as they come (when `echo`; either way both are kept in the
+/// [`Run`]), killing it after `timeout`.
 pub fn run_qemu(qemu: &[String], timeout: Duration, echo: bool) -> Result<Run, String> {
     run_qemu_until(qemu, timeout, echo, |_| false)
 }
@@ -334,14 +354,22 @@ pub fn run_qemu_until(
         .args(qemu)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(if echo {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let errors = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if echo {
+                eprintln!("{line}");
+            }
+            kept.push(line);
+        }
+        kept
+    });
     let (lines_tx, lines_rx) = mpsc::channel();
     let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_seen = stopped.clone();
@@ -382,6 +410,7 @@ pub fn run_qemu_until(
     };
     let _ = reader.join();
     let (arrived, lines) = lines_rx.try_iter().unzip();
+    let stderr = errors.join().unwrap_or_default();
     Ok(Run {
         code: if timed_out || stopped.load(std::sync::atomic::Ordering::Relaxed) {
             None
@@ -391,6 +420,8 @@ pub fn run_qemu_until(
         timed_out,
         lines,
         arrived,
+        stderr,
+        echoed: echo,
     })
 }
 
@@ -455,11 +486,17 @@ impl Machine {
                 "--verify needs a disk that keeps data: --disk ram or --disk file:PATH".into(),
             );
         }
-        let smp = args.smp.unwrap_or(args.queues);
-        if smp < args.queues {
+        let injector = u16::from(args.inject.is_some());
+        let smp = args.smp.unwrap_or(args.queues + injector);
+        if smp < args.queues + injector {
             return Err(format!(
-                "--smp {smp} is fewer vCPUs than --queues {}: each queue needs its own vCPU",
-                args.queues
+                "--smp {smp} is fewer vCPUs than --queues {}{}: each queue needs its own vCPU",
+                args.queues,
+                if injector > 0 {
+                    " plus the injector's"
+                } else {
+                    ""
+                }
             ));
         }
         if args.device_queues.is_some_and(|n| n < args.queues) {
@@ -523,8 +560,31 @@ impl Machine {
 
 /// Reads how a guest run ended from the isa-debug-exit status (our guest's
 /// codes, which the Linux guest's init uses too), explaining failures on
-/// stderr as `who: FAILED: ...`.
+/// stderr as `who: FAILED: ...`, followed by QEMU's own messages.
 pub fn outcome(who: &str, run: &Run, reported: bool, timeout: Duration) -> Outcome {
+    let outcome = judge(who, run, reported, timeout);
+    if !matches!(outcome, Outcome::Passed) {
+        show_stderr(who, run);
+    }
+    outcome
+}
+
+/// QEMU's stderr after a failure (`virtio_error()` explains a broken device
+/// there); when it was echoed already, only where to look.
+fn show_stderr(who: &str, run: &Run) {
+    if run.stderr.is_empty() {
+        eprintln!("{who}: QEMU wrote nothing on its stderr");
+    } else if run.echoed {
+        eprintln!("{who}: QEMU's stderr is above ({} lines)", run.stderr.len());
+    } else {
+        eprintln!("{who}: QEMU's stderr:");
+        for line in run.stderr.iter().rev().take(40).rev() {
+            eprintln!("    {line}");
+        }
+    }
+}
+
+fn judge(who: &str, run: &Run, reported: bool, timeout: Duration) -> Outcome {
     match run.code {
         _ if run.timed_out => {
             eprintln!(
@@ -574,6 +634,17 @@ pub fn run_guest(
     kernel: &Path,
     echo: bool,
 ) -> Result<(Outcome, Vec<String>), String> {
+    let (outcome, run) = run_guest_capture(args, machine, kernel, echo)?;
+    Ok((outcome, run.lines))
+}
+
+/// [`run_guest`], returning the whole [`Run`] (QEMU's stderr too).
+pub fn run_guest_capture(
+    args: &GuestArgs,
+    machine: &Machine,
+    kernel: &Path,
+    echo: bool,
+) -> Result<(Outcome, Run), String> {
     let cmdline = kernel_cmdline(args, machine.smp, machine.runtime);
     let boot = Boot {
         kernel,
@@ -585,7 +656,7 @@ pub fn run_guest(
     let run = run_qemu(&qemu, timeout, echo)?;
     let reported = report_line(&run.lines).is_some();
     let outcome = outcome("xtask guest", &run, reported, timeout);
-    Ok((outcome, run.lines))
+    Ok((outcome, run))
 }
 
 /// Caps `--queues` at `--smp`, the way Linux's virtio_blk sets up no more

@@ -57,6 +57,13 @@ pub fn fit_job(args: &mut GuestArgs) -> Result<Option<String>, String> {
     if args.number_ios.is_some() {
         return Err("linux-fio runs timed jobs: --number-ios is for cargo xtask guest".into());
     }
+    if args.queue_size.is_some() || args.no_event_idx || args.inject.is_some() {
+        return Err(
+            "--queue-size, --no-event-idx and --inject configure our guest's driver; \
+             linux-fio cannot pass them to Linux"
+                .into(),
+        );
+    }
     if args.transport == TransportKind::Mmio {
         return Err(
             "--transport mmio: Debian's kernel finds virtio-mmio devices only through ACPI or a \

@@ -553,9 +553,9 @@ impl<H: Hal> PackedRing<H> {
 /// Diagnostics (see [`crate::snapshot`]): read-only, never on the I/O path.
 impl<H: Hal> PackedRing<H> {
     pub(crate) fn snapshot(&self) -> crate::snapshot::PackedSnapshot {
-        let driver = self.driver_event.get(0);
+        let driver = self.driver_event.get();
         // Acquire: read the device's structure and descriptor as they are now.
-        let device = u32::from_le(self.device_event.get(0).load(Ordering::Acquire));
+        let device = u32::from_le(self.device_event.get().load(Ordering::Acquire));
         let at_used = self.desc.get(usize::from(self.next_used));
         crate::snapshot::PackedSnapshot {
             size: self.layout.size,

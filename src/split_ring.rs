@@ -505,7 +505,7 @@ impl<H: Hal> SplitRing<H> {
             // Acquire: read the device's fields as they are now.
             used_flags: u16::from_le(self.used_header.get(0).load(Ordering::Acquire)),
             used_idx: u16::from_le(self.used_header.get(1).load(Ordering::Acquire)),
-            avail_event: u16::from_le(self.avail_event.get(0).load(Ordering::Acquire)),
+            avail_event: u16::from_le(self.avail_event_cell.get().load(Ordering::Acquire)),
             event_idx: self.event_idx,
         }
     }

@@ -299,8 +299,9 @@ impl<H: Hal> SplitRing<H> {
         let Some(tables) = &self.indirect else {
             unreachable!("descriptors_needed said indirect")
         };
-        let table = tables.table(head);
-        for (position, segment) in chain.iter().enumerate() {
+        // One check that the chain fits the table, none per entry.
+        let table = &tables.table(head)[..chain.len()];
+        for (position, (entry, segment)) in table.iter().zip(chain).enumerate() {
             let last = position + 1 == chain.len();
             let mut flags = SplitDescFlags::empty();
             if segment.device_writable {
@@ -310,7 +311,7 @@ impl<H: Hal> SplitRing<H> {
                 flags |= SplitDescFlags::NEXT;
             }
             let next = if last { 0 } else { position as u16 + 1 };
-            store_desc(&table[position], segment, flags, next);
+            store_desc(entry, segment, flags, next);
         }
         let table_segment = Segment {
             addr: tables.table_addr(head),

@@ -33,6 +33,7 @@ mod packed;
 mod queue;
 mod request;
 mod ring;
+mod simple;
 mod split;
 mod threads;
 mod transport;

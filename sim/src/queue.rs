@@ -12,11 +12,9 @@ use crate::disk::Disk;
 use crate::hostile::{garbage_flags, Hostile};
 use crate::mem::MemCheck;
 use crate::packed::used_flags;
-use crate::request::{
-    serve, serve_simple, simple_max_data, writable_bytes, RawSeg, ReqCtx, Scratch, Segs,
-    StatusWrite,
-};
+use crate::request::{serve, writable_bytes, RawSeg, ReqCtx, Scratch, Segs, StatusWrite};
 use crate::ring::{ChainRing, Ring, RingSetup};
+use crate::simple::{serve_simple, simple_max_data};
 
 /// A request taken from the ring and not yet completed.
 struct Pending {

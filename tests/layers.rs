@@ -18,6 +18,7 @@ const MODULES: &[(&str, u8, &str)] = &[
     ("error", 1, "error"),
     ("hal", 1, "hal"),
     ("shared", 2, "shared"),
+    ("snapshot", 2, "snapshot"),
     ("ring", 3, "rings"),
     ("split_ring", 3, "rings"),
     ("packed_ring", 3, "rings"),

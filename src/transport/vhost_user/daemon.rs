@@ -118,6 +118,25 @@ fn find_program(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Whether a Unix socket bound at `path` is listening: `/proc/net/unix`
+/// marks listening sockets with `__SO_ACCEPTCON` (0x10000) in its Flags
+/// column. Where that file cannot be read, the socket file's existence is
+/// the best sign there is.
+fn is_listening(path: &Path) -> bool {
+    const SO_ACCEPTCON: u32 = 0x1_0000;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let wanted = path.to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let fields: std::vec::Vec<&str> = line.split_whitespace().collect();
+        // Num RefCount Protocol Flags Type St Inode Path
+        fields.len() >= 8
+            && fields[7] == wanted
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & SO_ACCEPTCON != 0)
+    })
+}
+
 impl StorageDaemon {
     /// Starts the daemon and waits (bounded) until its socket accepts.
     pub fn spawn(config: &DaemonConfig) -> Result<Self, DaemonError> {
@@ -195,7 +214,9 @@ impl StorageDaemon {
                     )));
                 }
             }
-            if self.socket.exists() {
+            // The file appears at bind(), before listen(): a connect in
+            // between is refused. Wait until the kernel lists it as listening.
+            if is_listening(&self.socket) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -240,5 +261,56 @@ impl Drop for StorageDaemon {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_listening;
+    use std::os::unix::net::UnixListener;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(std::format!("vblk-listen-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("s.sock")
+    }
+
+    #[test]
+    fn a_bound_socket_is_not_ready_until_it_listens() {
+        let path = scratch("bound");
+        // SAFETY: plain socket calls on a descriptor this test owns; the
+        // address is a zeroed sockaddr_un with a path shorter than sun_path.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0);
+        // SAFETY: sockaddr_un is plain data; all zeros is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (slot, byte) in addr.sun_path.iter_mut().zip(path.to_str().unwrap().bytes()) {
+            *slot = byte as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+        let bound = unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len) };
+        assert_eq!(bound, 0);
+        assert!(path.exists());
+        assert!(
+            !is_listening(&path),
+            "bound only: a connect would be refused"
+        );
+        // SAFETY: `fd` is the bound socket above.
+        assert_eq!(unsafe { libc::listen(fd, 1) }, 0);
+        assert!(is_listening(&path));
+        // SAFETY: closes the descriptor this test opened, once.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn a_listener_is_ready_and_a_missing_path_is_not() {
+        let path = scratch("listener");
+        assert!(!is_listening(&path));
+        let _listener = UnixListener::bind(&path).unwrap();
+        assert!(is_listening(&path));
     }
 }

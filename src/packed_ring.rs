@@ -351,18 +351,45 @@ impl<H: Hal> PackedRing<H> {
         }
     }
 
+    /// Whether the device, as its event area reads now, waits for a doorbell
+    /// about descriptors already published: ENABLE, or (EVENT_IDX) DESC at a
+    /// position in the lap before our published end. DESC at the end itself
+    /// is a device that took everything; DISABLE, a device busy with the
+    /// ring or polling it, which looks again before it waits.
+    #[cold]
+    pub(crate) fn device_awaits_kick(&self) -> bool {
+        // A heuristic after many empty polls, never a publish decision: a
+        // stale value only delays the next look, so no fence.
+        let snapshot = u32::from_le(self.device_event.get().load(Ordering::Relaxed));
+        let (off_wrap, flags) = (snapshot as u16, (snapshot >> 16) as u16);
+        match flags {
+            packed_event::DISABLE => false,
+            packed_event::DESC if self.event_idx => {
+                let published_end = i32::from(self.next_avail) - i32::from(self.batch_slots);
+                let event = self.event_on_line(off_wrap);
+                published_end - i32::from(self.layout.size) <= event && event < published_end
+            }
+            _ => true,
+        }
+    }
+
+    /// The event position `off_wrap` on the line where `next_avail` is its
+    /// offset and the previous lap counts negative.
+    fn event_on_line(&self, off_wrap: u16) -> i32 {
+        let offset = i32::from(off_wrap & !packed_event::WRAP_BIT);
+        let wrap = off_wrap & packed_event::WRAP_BIT != 0;
+        if wrap == self.avail_wrap {
+            offset
+        } else {
+            offset - i32::from(self.layout.size)
+        }
+    }
+
     /// §2.8.10: does the event position `off_wrap` lie among the `added` slots
     /// just published? Positions are put on one line (the previous lap counts
     /// negative) so the test holds for any queue size and across the wrap.
     fn event_in_batch(&self, off_wrap: u16, added: u16) -> bool {
-        let size = i32::from(self.layout.size);
-        let offset = i32::from(off_wrap & !packed_event::WRAP_BIT);
-        let wrap = off_wrap & packed_event::WRAP_BIT != 0;
-        let event = if wrap == self.avail_wrap {
-            offset
-        } else {
-            offset - size
-        };
+        let event = self.event_on_line(off_wrap);
         let new = i32::from(self.next_avail);
         let old = new - i32::from(added);
         old <= event && event < new
@@ -614,6 +641,41 @@ mod tests {
 
     fn off_wrap(offset: u16, wrap: bool) -> u16 {
         offset | if wrap { packed_event::WRAP_BIT } else { 0 }
+    }
+
+    #[test]
+    fn packed_device_awaits_a_kick_only_before_the_published_end() {
+        let mut r = ring(8);
+        let set = |r: &PackedRing<TestHal>, flags: u16, off_wrap: u16| {
+            let area = u32::from(off_wrap) | u32::from(flags) << 16;
+            r.device_event.get().store(area.to_le(), Ordering::Relaxed);
+        };
+        // Published up to slot 2 of the lap with wrap 0; the lap before had wrap 1.
+        r.next_avail = 2;
+        r.avail_wrap = false;
+        for (event, waits) in [
+            (off_wrap(1, false), true),
+            (off_wrap(0, false), true),
+            (off_wrap(6, true), true),
+            (off_wrap(2, true), true),
+            (off_wrap(2, false), false),
+        ] {
+            set(&r, packed_event::DESC, event);
+            assert_eq!(r.device_awaits_kick(), waits, "event {event:#x}");
+        }
+        set(&r, packed_event::DISABLE, off_wrap(0, false));
+        assert!(!r.device_awaits_kick(), "DISABLE: busy, not waiting");
+        set(&r, packed_event::ENABLE, off_wrap(2, false));
+        assert!(r.device_awaits_kick(), "ENABLE: any doorbell is wanted");
+        // Slots 0 and 1 placed but not published: the end is slot 0.
+        r.batch_slots = 2;
+        set(&r, packed_event::DESC, off_wrap(0, false));
+        assert!(
+            !r.device_awaits_kick(),
+            "the device has everything published"
+        );
+        set(&r, packed_event::DESC, off_wrap(7, true));
+        assert!(r.device_awaits_kick());
     }
 
     #[test]

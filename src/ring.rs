@@ -204,6 +204,12 @@ impl<H: Hal> Ring<H> {
         dispatch!(self, r => r.commit())
     }
 
+    /// Whether the device's suppression state says it waits for a doorbell
+    /// about published chains (the only case where one can have been lost).
+    pub(crate) fn device_awaits_kick(&self) -> bool {
+        dispatch!(self, r => r.device_awaits_kick())
+    }
+
     /// The next used element, validated.
     #[inline]
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {

@@ -352,6 +352,31 @@ impl<H: Hal> SplitRing<H> {
         }
     }
 
+    /// Whether the device, as its suppression state reads now, waits for a
+    /// doorbell about chains already published: the one state in which a
+    /// doorbell can have been lost. A device that suppressed doorbells (busy
+    /// or polling) looks at the ring again before it waits.
+    #[cold]
+    pub(crate) fn device_awaits_kick(&self) -> bool {
+        let unpublished = self.avail_idx.wrapping_sub(self.published_idx);
+        let published_in_flight = self.in_flight - unpublished;
+        if published_in_flight == 0 {
+            return false;
+        }
+        // A heuristic after many empty polls, never a publish decision: a
+        // stale value only delays the next look, so no fence.
+        if self.event_idx {
+            let event = u16::from_le(self.avail_event_cell.get().load(Ordering::Relaxed));
+            // The device takes chains in order, so those still in flight sit
+            // in the last `published_in_flight` entries: an event among them
+            // is a device waiting for one of them.
+            self.published_idx.wrapping_sub(event).wrapping_sub(1) < published_in_flight
+        } else {
+            let flags = u16::from_le(self.used_header.get(0).load(Ordering::Relaxed));
+            flags & VIRTQ_USED_F_NO_NOTIFY == 0
+        }
+    }
+
     #[inline]
     pub(crate) fn pop_used(&mut self) -> Result<Option<Used>, DeviceFault> {
         if self.last_used == self.device_used_idx {
@@ -615,6 +640,52 @@ mod tests {
         assert_eq!(r.num_free, 4);
         // The freed chain is reused first.
         assert_eq!(r.next_id(3), Some(0));
+    }
+
+    #[test]
+    fn split_device_awaits_a_kick_only_for_published_chains_in_flight() {
+        let mut r = SplitRing::new(&TestHal, 8, true, None).expect("ring");
+        // Three chains published across the u16 wrap of avail.idx.
+        r.avail_idx = 65534;
+        r.published_idx = 65534;
+        r.last_used = 65534;
+        let set = |r: &SplitRing<TestHal>, event: u16| {
+            r.avail_event_cell
+                .get()
+                .store(event.to_le(), Ordering::Relaxed);
+        };
+        set(&r, 65534);
+        assert!(!r.device_awaits_kick(), "nothing in flight");
+        for _ in 0..3 {
+            r.add(&[segment(false), segment(true)]);
+        }
+        r.commit();
+        for (event, waits) in [
+            (65533, false),
+            (65534, true),
+            (65535, true),
+            (0, true),
+            (1, false),
+        ] {
+            set(&r, event);
+            assert_eq!(r.device_awaits_kick(), waits, "avail_event {event}");
+        }
+        // A chain placed and not published changes nothing.
+        r.add(&[segment(false), segment(true)]);
+        set(&r, 1);
+        assert!(
+            !r.device_awaits_kick(),
+            "the device has everything published"
+        );
+
+        let mut r = SplitRing::new(&TestHal, 8, false, None).expect("ring");
+        r.add(&[segment(false), segment(true)]);
+        r.commit();
+        assert!(r.device_awaits_kick(), "used.flags 0: doorbells wanted");
+        r.used_header
+            .get(0)
+            .store(VIRTQ_USED_F_NO_NOTIFY.to_le(), Ordering::Relaxed);
+        assert!(!r.device_awaits_kick(), "NO_NOTIFY: busy, not waiting");
     }
 
     #[test]

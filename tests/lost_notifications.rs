@@ -118,10 +118,10 @@ fn packed_lost_kick_is_rung_again_after_ticks() {
     lost_kick_is_rung_again_after_ticks(RingKind::Packed);
 }
 
-/// A device that has stopped for good gets a bounded number of re-kicks,
-/// and its requests still end up in the timeout report.
+/// A device that never hears the doorbell gets a bounded number of
+/// re-kicks, and its requests still end up in the timeout report.
 #[test]
-fn a_dead_device_is_rekicked_a_bounded_number_of_times_then_times_out() {
+fn a_deaf_device_is_rekicked_a_bounded_number_of_times_then_times_out() {
     for ring in RINGS {
         let sim = SimDevice::new(sim_config(ring));
         let config = Config {
@@ -132,9 +132,12 @@ fn a_dead_device_is_rekicked_a_bounded_number_of_times_then_times_out() {
             ..Config::default()
         };
         let (_device, mut queue) = start(&sim, config);
-        sim.stall(0, true);
+        let doorbells = 1 + Rekick::MAX_PER_STALL + 4;
+        for _ in 0..doorbells {
+            sim.drop_next_kick(0);
+        }
         submit_reads(&mut queue, 3);
-        queue.commit();
+        assert!(queue.commit(), "{ring:?}: a fresh device asks for a kick");
         let mut overdue = 0;
         for _ in 0..100 {
             poll_sleeping_device(&sim, &mut queue, 1_000);
@@ -142,9 +145,70 @@ fn a_dead_device_is_rekicked_a_bounded_number_of_times_then_times_out() {
         }
         let stats = queue.stats();
         assert_eq!(stats.rekicks, u64::from(Rekick::MAX_PER_STALL), "{ring:?}");
-        assert_eq!(sim.stats(0).kicks, 1 + stats.rekicks, "{ring:?}");
+        assert_eq!(stats.rekicks_declined, 0, "{ring:?}: it was waiting");
+        let device = sim.stats(0);
+        assert_eq!(device.kicks, 0, "{ring:?}");
+        assert_eq!(device.dropped_kicks, 1 + stats.rekicks, "{ring:?}");
         assert_eq!(overdue, 3, "{ring:?}: every request reported once");
         assert_eq!(queue.in_flight(), 3);
+    }
+}
+
+/// A device that took the requests and sits on them, doorbells suppressed
+/// (a polling device) or re-enabled past them (a sleeping one), is not
+/// waiting for a doorbell: no re-kick, however long it takes; the requests
+/// still time out, and complete when the device goes on.
+#[test]
+fn a_device_holding_its_requests_is_not_rekicked() {
+    for ring in RINGS {
+        for polling in [true, false] {
+            let sim = SimDevice::new(sim_config(ring));
+            let config = Config {
+                rekick: Rekick {
+                    empty_polls: 16,
+                    ticks: 1,
+                },
+                ..Config::default()
+            };
+            let (_device, mut queue) = start(&sim, config);
+            let serve = |sim: &SimDevice| {
+                if polling {
+                    sim.poll_step(0)
+                } else {
+                    sim.step(0)
+                }
+            };
+            // Some traffic first, so the suppression state is the device's own.
+            for _ in 0..8 {
+                submit_reads(&mut queue, 4);
+                queue.commit();
+                while queue.in_flight() > 0 {
+                    serve(&sim);
+                    queue.poll(usize::MAX, |c| c.result.unwrap());
+                }
+            }
+            sim.stall(0, true);
+            submit_reads(&mut queue, 3);
+            queue.commit();
+            serve(&sim);
+            let mut overdue = 0;
+            for _ in 0..100 {
+                for _ in 0..1_000 {
+                    queue.poll(usize::MAX, |_| {
+                        panic!("{ring:?}: a stalled device completed")
+                    });
+                }
+                overdue += queue.check_timeouts(50, |_| {});
+            }
+            let stats = queue.stats();
+            let what = format!("{ring:?}, polling device: {polling}");
+            assert_eq!(stats.rekicks, 0, "{what}");
+            assert!(stats.rekicks_declined >= 8, "{what}: {stats:?}");
+            assert_eq!(overdue, 3, "{what}: the timeout path still reports them");
+            sim.stall(0, false);
+            serve(&sim);
+            assert_eq!(queue.poll(usize::MAX, |c| c.result.unwrap()), 3, "{what}");
+        }
     }
 }
 

@@ -156,12 +156,14 @@ where
     }
     let mut finished = Vec::with_capacity(count);
     let mut rekicks = 0;
+    let mut declined = 0;
     for (index, seat) in seats.into_iter().enumerate() {
         let Some((mut queue, Some(result))) = seat.into_inner() else {
             return Err("a queue's CPU did not report back".into());
         };
         let stats = queue.stats();
         rekicks += stats.rekicks;
+        declined += stats.rekicks_declined;
         if queue.in_flight() > 0 {
             stall::diagnose(index, &mut queue, device, &*interrupts);
         }
@@ -169,6 +171,7 @@ where
     }
     // What the driver's lost-kick recovery did (`cargo xtask soak` reads it).
     println!("vblk-guest: doorbells rung again by the driver (re-kicks): {rekicks}");
+    println!("vblk-guest: re-kicks declined (the device had suppressed doorbells): {declined}");
     let status = device.status();
     health::record(status);
     if health::needs_reset_seen() {

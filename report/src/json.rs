@@ -195,6 +195,7 @@ pub fn report(summary: &Summary, version: &str) -> String {
             .field("commits_per_io", Value::Float(summary.commits_per_io()))
             .field("interrupts", Value::Int(stats.interrupts))
             .field("rekicks", Value::Int(stats.rekicks))
+            .field("rekicks_declined", Value::Int(stats.rekicks_declined))
             .field("bad_lengths", Value::Int(stats.bad_lengths))
             .field("used_notifications", Value::Int(summary.used_notifications))
             .field("irq_timeouts", Value::Int(summary.irq_timeouts))
@@ -315,11 +316,13 @@ mod tests {
     fn re_kicks_and_bad_lengths_are_reported() {
         let mut summary = Summary::default();
         summary.stats.rekicks = 3;
+        summary.stats.rekicks_declined = 5;
         summary.stats.bad_lengths = 2;
         let json: serde_json::Value =
             serde_json::from_str(&report(&summary, "v")).expect("valid JSON");
         assert_eq!(json["vblk"]["rekicks"], 3);
+        assert_eq!(json["vblk"]["rekicks_declined"], 5);
         assert_eq!(json["vblk"]["bad_lengths"], 2);
-        assert!(crate::normal::normal(&summary, 1).contains("re-kicks=3"));
+        assert!(crate::normal::normal(&summary, 1).contains("re-kicks=3 (declined 5)"));
     }
 }

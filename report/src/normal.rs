@@ -143,7 +143,7 @@ pub fn normal(summary: &Summary, pid: u32) -> String {
     let _ = writeln!(
         out,
         "  vblk: ring={}, queues={}, iodepth={}, mode={}, disk={}, kicks/IO={:.4}, \
-         commits/IO={:.4}, interrupts={}, re-kicks={}, empty polls/IO={:.3}, errors={}, \
+         commits/IO={:.4}, interrupts={}, re-kicks={} (declined {}), empty polls/IO={:.3}, errors={}, \
          verify errors={}",
         summary.ring,
         summary.queues,
@@ -154,6 +154,7 @@ pub fn normal(summary: &Summary, pid: u32) -> String {
         summary.commits_per_io(),
         summary.stats.interrupts,
         summary.stats.rekicks,
+        summary.stats.rekicks_declined,
         summary.empty_polls_per_io(),
         summary.errors,
         summary.verify_errors,

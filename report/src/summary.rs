@@ -161,6 +161,7 @@ pub fn add_stats(total: &mut QueueStats, more: &QueueStats) {
     total.empty_polls += more.empty_polls;
     total.interrupts += more.interrupts;
     total.rekicks += more.rekicks;
+    total.rekicks_declined += more.rekicks_declined;
     total.bad_lengths += more.bad_lengths;
 }
 

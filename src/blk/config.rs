@@ -51,11 +51,20 @@ pub struct Config {
 }
 
 /// Lost-kick recovery: when requests the device was given make no progress
-/// for a while, the queue rings the doorbell once more, whatever the device's
-/// notification suppression says (an extra notification is always allowed,
-/// VIRTIO 1.2 §2.9). A device that missed a kick, or stopped polling without
-/// looking at the ring again, then picks the requests up; the re-kicks are
-/// counted in [`crate::QueueStats::rekicks`].
+/// for a while, the queue rings the doorbell once more (an extra
+/// notification is always allowed, VIRTIO 1.2 §2.9). A device that missed a
+/// kick, or re-enabled doorbells without looking at the ring again, then
+/// picks the requests up; the re-kicks are counted in
+/// [`crate::QueueStats::rekicks`].
+///
+/// Only a device waiting for a doorbell can have lost one, so the queue
+/// first reads the device's suppression state: split with EVENT_IDX, an
+/// `avail_event` among the published chains still in flight; split without
+/// it, `used.flags` without NO_NOTIFY; packed, an event area not DISABLEd.
+/// A device that has suppressed doorbells is busy with the ring (QEMU's
+/// iothread under TCG is often that slow to take requests) and is left
+/// alone: counted in [`crate::QueueStats::rekicks_declined`], the wait
+/// starts over.
 ///
 /// Bounded: the wait doubles after every re-kick, and after
 /// [`Rekick::MAX_PER_STALL`] re-kicks without a completion the queue stops

@@ -128,6 +128,9 @@ pub struct QueueStats {
     /// Doorbells rung again because published requests made no progress
     /// (lost-kick recovery, see [`Rekick`]); not counted in `kicks`.
     pub rekicks: u64,
+    /// Re-kicks not rung because the device had suppressed doorbells at the
+    /// time: it was busy with the ring, not waiting for a doorbell.
+    pub rekicks_declined: u64,
     /// Completions whose used length exceeded the writable bytes posted.
     /// Not fatal: the driver never uses the length (the status byte says how
     /// a request went and the caller's buffer has the size it asked for), so
@@ -474,6 +477,12 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         stall.idle_polls = 0;
         stall.idle_ticks = 0;
         if stall.rekicks >= Rekick::MAX_PER_STALL || inner.fault.is_some() {
+            return;
+        }
+        // A device that suppressed doorbells is busy, not waiting: ringing
+        // would be noise (QEMU under TCG is often that slow to take requests).
+        if !inner.memory.ring.device_awaits_kick() {
+            inner.stats.rekicks_declined += 1;
             return;
         }
         stall.rekicks += 1;

@@ -24,16 +24,18 @@ fn poll_sleeping_device(sim: &SimDevice, queue: &mut Queue, max_polls: u64) -> u
     polls
 }
 
+/// The default configuration with re-kicks after `empty_polls` empty polls
+/// or `ticks` ticks.
+fn rekick_after(empty_polls: u32, ticks: u32) -> Config {
+    Config {
+        rekick: Rekick { empty_polls, ticks },
+        ..Config::default()
+    }
+}
+
 fn lost_kick_is_rung_again_after_empty_polls(ring: RingKind) {
     let sim = SimDevice::new(sim_config(ring));
-    let config = Config {
-        rekick: Rekick {
-            empty_polls: 64,
-            ticks: 0,
-        },
-        ..Config::default()
-    };
-    let (_device, mut queue) = start(&sim, config);
+    let (_device, mut queue) = start(&sim, rekick_after(64, 0));
     for round in 0..12 {
         if round % 3 == 1 {
             sim.drop_next_kick(0);
@@ -124,14 +126,7 @@ fn packed_lost_kick_is_rung_again_after_ticks() {
 fn a_deaf_device_is_rekicked_a_bounded_number_of_times_then_times_out() {
     for ring in RINGS {
         let sim = SimDevice::new(sim_config(ring));
-        let config = Config {
-            rekick: Rekick {
-                empty_polls: 16,
-                ticks: 1,
-            },
-            ..Config::default()
-        };
-        let (_device, mut queue) = start(&sim, config);
+        let (_device, mut queue) = start(&sim, rekick_after(16, 1));
         let doorbells = 1 + Rekick::MAX_PER_STALL + 4;
         for _ in 0..doorbells {
             sim.drop_next_kick(0);
@@ -163,14 +158,7 @@ fn a_device_holding_its_requests_is_not_rekicked() {
     for ring in RINGS {
         for polling in [true, false] {
             let sim = SimDevice::new(sim_config(ring));
-            let config = Config {
-                rekick: Rekick {
-                    empty_polls: 16,
-                    ticks: 1,
-                },
-                ..Config::default()
-            };
-            let (_device, mut queue) = start(&sim, config);
+            let (_device, mut queue) = start(&sim, rekick_after(16, 1));
             let serve = |sim: &SimDevice| {
                 if polling {
                     sim.poll_step(0)

@@ -13,8 +13,8 @@ use crate::hostile::{garbage_flags, Hostile};
 use crate::mem::MemCheck;
 use crate::packed::used_flags;
 use crate::request::{serve, writable_bytes, RawSeg, ReqCtx, Scratch, Segs, StatusWrite};
-use crate::ring::{ChainRing, Ring, RingSetup};
-use crate::simple::{serve_simple, simple_max_data};
+use crate::ring::{ChainRing, Next, Ring, RingSetup};
+use crate::simple::{serve_simple, serve_three, simple_max_data};
 
 /// A request taken from the ring and not yet completed.
 struct Pending {
@@ -118,41 +118,119 @@ struct Work<'q, 'c> {
 
 impl Work<'_, '_> {
     /// Takes up to `max` chains from `ring` in ring order, serving each as
-    /// it is taken and writing its used element. Returns how many it served,
-    /// and the ring fault that stopped it, if one did.
+    /// it is taken and writing its used element; then publishes them and
+    /// sets kick suppression as `kicks` says, unless a ring fault stopped
+    /// it (reported, and `broken` set).
     #[inline(always)]
-    fn serve_in_order<R: ChainRing>(self, ring: &mut R, max: usize) -> (usize, Option<String>) {
+    fn run<R: ChainRing>(
+        mut self,
+        ring: &mut R,
+        max: usize,
+        kicks: Kicks,
+        broken: &mut bool,
+    ) -> StepOutcome {
+        let (completed, fault) = self.serve_in_order(ring, max);
+        let broke = match fault {
+            Some(e) => {
+                fail(broken, e, self.report);
+                true
+            }
+            None => false,
+        };
+        let notify = ring.publish();
+        if !broke {
+            match kicks {
+                Kicks::Enable => ring.enable_kicks(),
+                Kicks::Disable => ring.disable_kicks(),
+            }
+        }
+        StepOutcome {
+            completed,
+            notify,
+            pending: 0,
+            broke,
+        }
+    }
+
+    /// The loop of [`Self::run`]: returns how many chains it served, and
+    /// the ring fault that stopped it, if one did. The common chain comes
+    /// from [`ChainRing::take_three`] with its buffers in place; any other
+    /// takes the general path, [`Self::serve_other`].
+    #[inline(always)]
+    fn serve_in_order<R: ChainRing>(
+        &mut self,
+        ring: &mut R,
+        max: usize,
+    ) -> (usize, Option<String>) {
         let mut served = 0;
         while served < max {
-            self.segs.clear();
-            let popped = match ring.pop(self.mem, self.segs) {
-                Ok(Some(popped)) => popped,
-                Ok(None) => break,
-                Err(e) => return (served, Some(e)),
+            let (id, skip, len) = match ring.take_three(self.mem) {
+                Next::Three { id, skip, segs } => {
+                    let len = match serve_three(self.ctx, self.mem, &segs) {
+                        Some(len) => len,
+                        None => serve(
+                            self.ctx,
+                            self.mem,
+                            self.scratch,
+                            &segs,
+                            None,
+                            StatusWrite::Honest,
+                            self.report,
+                        ),
+                    };
+                    (id, skip, len)
+                }
+                Next::Empty => break,
+                Next::Other => match self.serve_other(ring) {
+                    Ok(Some(done)) => done,
+                    Ok(None) => break,
+                    Err(e) => return (served, Some(e)),
+                },
             };
-            let segs = self.segs.as_slice();
-            let simple = match popped.fault {
-                None => serve_simple(self.ctx, self.mem, segs),
-                Some(_) => None,
-            };
-            let len = match simple {
-                Some(len) => len,
-                None => serve(
-                    self.ctx,
-                    self.mem,
-                    self.scratch,
-                    segs,
-                    popped.fault,
-                    StatusWrite::Honest,
-                    self.report,
-                ),
-            };
-            self.recent.push(popped.id);
-            ring.push_used(popped.id, popped.skip, len);
+            self.recent.push(id);
+            ring.push_used(id, skip, len);
             served += 1;
         }
         (served, None)
     }
+
+    /// Takes the next chain with [`ChainRing::pop`] and serves it: `(id,
+    /// skip, used length)`, `None` when nothing was available, `Err` for a
+    /// ring fault.
+    #[inline(never)]
+    fn serve_other<R: ChainRing>(
+        &mut self,
+        ring: &mut R,
+    ) -> Result<Option<(u16, u16, u32)>, String> {
+        self.segs.clear();
+        let Some(popped) = ring.pop(self.mem, self.segs)? else {
+            return Ok(None);
+        };
+        let segs = self.segs.as_slice();
+        let simple = match popped.fault {
+            None => serve_simple(self.ctx, self.mem, segs),
+            Some(_) => None,
+        };
+        let len = match simple {
+            Some(len) => len,
+            None => serve(
+                self.ctx,
+                self.mem,
+                self.scratch,
+                segs,
+                popped.fault,
+                StatusWrite::Honest,
+                self.report,
+            ),
+        };
+        Ok(Some((popped.id, popped.skip, len)))
+    }
+}
+
+/// Reports `msg` as the fault that stops the queue, and marks it broken.
+fn fail(broken: &mut bool, msg: String, report: &mut dyn FnMut(String)) {
+    report(format!("{msg}; queue stopped, device needs reset"));
+    *broken = true;
 }
 
 /// Device-side state of one enabled queue.
@@ -183,36 +261,38 @@ pub(crate) struct QueueState {
 /// The ids of the last `cap` completions, in a ring: what
 /// [`QueueState::free_id`] needs, kept at a store per completion.
 struct Recent {
+    /// `cap` slots; the first `next` hold ids until the ring is `full`.
     ids: Vec<u16>,
-    /// Where the next id goes once `ids` holds `cap` of them.
+    /// Where the next id goes.
     next: usize,
-    cap: usize,
+    /// Every slot holds an id.
+    full: bool,
 }
 
 impl Recent {
     fn new(cap: u16) -> Recent {
         Recent {
-            ids: Vec::with_capacity(usize::from(cap)),
+            ids: vec![0; usize::from(cap)],
             next: 0,
-            cap: usize::from(cap),
+            full: false,
         }
     }
 
     #[inline]
     fn push(&mut self, id: u16) {
-        if self.ids.len() < self.cap {
-            self.ids.push(id);
-        } else if let Some(old) = self.ids.get_mut(self.next) {
-            *old = id;
-            self.next += 1;
-            if self.next == self.cap {
-                self.next = 0;
-            }
+        if let Some(slot) = self.ids.get_mut(self.next) {
+            *slot = id;
+        }
+        self.next += 1;
+        if self.next >= self.ids.len() {
+            self.next = 0;
+            self.full = true;
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        self.ids.iter().copied()
+        let held = if self.full { self.ids.len() } else { self.next };
+        self.ids.iter().take(held).copied()
     }
 }
 
@@ -272,8 +352,19 @@ impl QueueState {
     }
 
     fn fail(&mut self, msg: String, report: &mut dyn FnMut(String)) {
-        report(format!("{msg}; queue stopped, device needs reset"));
-        self.broken = true;
+        fail(&mut self.broken, msg, report);
+    }
+
+    /// True when [`Self::step_in_order`] may take the step: nothing can
+    /// make it hold a request back or lie (the caller checks the stall and
+    /// the completion budget).
+    #[inline]
+    pub(crate) fn in_order_ready(&self) -> bool {
+        !self.broken
+            && !self.stopped
+            && self.rng.is_none()
+            && self.pending.is_empty()
+            && self.acts.is_empty()
     }
 
     /// Takes every available request; unless stalled, performs the queued
@@ -281,6 +372,7 @@ impl QueueState {
     /// (`drain`, or in-order mode) or a random non-empty subset of the
     /// pending ones within the completion budget, publishes them, sets kick
     /// suppression and decides on a used-buffer notification.
+    #[inline(never)]
     pub(crate) fn step(
         &mut self,
         ctx: &ReqCtx<'_>,
@@ -290,17 +382,11 @@ impl QueueState {
         if self.broken || self.stopped {
             return StepOutcome::default();
         }
-        if self.mem.refresh() {
-            if let Err(e) = self.setup.recheck(&mut self.mem, &mut self.ring) {
-                self.fail(
-                    format!("ring memory was freed while the queue is enabled: {e}"),
-                    report,
-                );
-                return StepOutcome {
-                    broke: true,
-                    ..Default::default()
-                };
-            }
+        if self.mem.refresh() && self.areas_gone(report) {
+            return StepOutcome {
+                broke: true,
+                ..Default::default()
+            };
         }
         let set_kicks = |ring: &mut Ring| match args.kicks {
             Kicks::Enable => ring.enable_kicks(),
@@ -365,19 +451,26 @@ impl QueueState {
     }
 
     /// [`Self::step`] when nothing can make it hold a request back or lie
-    /// (no stall, no hostile act queued, in-order completion, no completion
-    /// budget, nothing pending): each chain is served as it is taken, with
-    /// no `Pending` entry, and its used element written at once; the batch
-    /// is published once at the end, as the general path does. What the
-    /// driver sees is the same: every available request completed in ring
-    /// order. Takes at most a ring's worth of chains, so a driver that keeps
-    /// the ring full cannot keep one step going.
-    fn step_in_order(
+    /// ([`Self::in_order_ready`], no stall, no completion budget): each
+    /// chain is served as it is taken, with no `Pending` entry, and its used
+    /// element written at once; the batch is published once at the end, as
+    /// the general path does. What the driver sees is the same: every
+    /// available request completed in ring order. Takes at most a ring's
+    /// worth of chains, so a driver that keeps the ring full cannot keep one
+    /// step going.
+    #[inline]
+    pub(crate) fn step_in_order(
         &mut self,
         ctx: &ReqCtx<'_>,
         kicks: Kicks,
         report: &mut dyn FnMut(String),
     ) -> StepOutcome {
+        if self.mem.refresh() && self.areas_gone(report) {
+            return StepOutcome {
+                broke: true,
+                ..Default::default()
+            };
+        }
         let max = usize::from(self.setup.size);
         let work = Work {
             ctx,
@@ -387,29 +480,26 @@ impl QueueState {
             recent: &mut self.recent,
             report: &mut *report,
         };
-        let (completed, fault) = match &mut self.ring {
-            Ring::Split(r) => work.serve_in_order(r, max),
-            Ring::Packed(r) => work.serve_in_order(r, max),
-        };
-        let broke = match fault {
-            Some(e) => {
-                self.fail(e, report);
+        match &mut self.ring {
+            Ring::Split(r) => work.run(r, max, kicks, &mut self.broken),
+            Ring::Packed(r) => work.run(r, max, kicks, &mut self.broken),
+        }
+    }
+
+    /// After some DMA memory was freed: checks the ring areas again; true
+    /// (reported, queue failed) when they are no longer DMA memory.
+    #[cold]
+    #[inline(never)]
+    fn areas_gone(&mut self, report: &mut dyn FnMut(String)) -> bool {
+        match self.setup.recheck(&mut self.mem, &mut self.ring) {
+            Ok(()) => false,
+            Err(e) => {
+                self.fail(
+                    format!("ring memory was freed while the queue is enabled: {e}"),
+                    report,
+                );
                 true
             }
-            None => false,
-        };
-        let notify = self.ring.publish();
-        if !broke {
-            match kicks {
-                Kicks::Enable => self.ring.enable_kicks(),
-                Kicks::Disable => self.ring.disable_kicks(),
-            }
-        }
-        StepOutcome {
-            completed,
-            notify,
-            pending: 0,
-            broke,
         }
     }
 

@@ -11,7 +11,7 @@ use virtio_blk_mq::spec::{
 
 use crate::mem::{MemCheck, SplitAreas};
 use crate::request::{RawSeg, Segs};
-use crate::ring::{ChainRing, Popped};
+use crate::ring::{ChainRing, Next, Popped};
 
 /// The device's view of one split ring.
 pub(crate) struct SplitRing {
@@ -104,8 +104,8 @@ impl SplitRing {
         if avail_idx == self.next_avail {
             return Ok(false);
         }
-        let in_flight = self.next_avail.wrapping_sub(self.next_used);
-        if avail_idx.wrapping_sub(self.next_avail) > self.size - in_flight.min(self.size) {
+        if !self.plausible(avail_idx) {
+            let in_flight = self.next_avail.wrapping_sub(self.next_used);
             return Err(format!(
                 "avail.idx {avail_idx} is {} entries past the device's {} with {in_flight} in flight; \
                  at most {} buffers can be outstanding",
@@ -116,6 +116,109 @@ impl SplitRing {
         }
         self.avail_seen = avail_idx;
         Ok(true)
+    }
+
+    /// True when `avail_idx` makes no more buffers available than the ring
+    /// has room for beside the ones in flight.
+    #[inline(always)]
+    fn plausible(&self, avail_idx: u16) -> bool {
+        let in_flight = self.next_avail.wrapping_sub(self.next_used);
+        avail_idx.wrapping_sub(self.next_avail) <= self.size - in_flight.min(self.size)
+    }
+
+    /// [`ChainRing::take_three`]: the next chain, if it is three plain
+    /// descriptors or one indirect descriptor whose table holds three.
+    #[inline(always)]
+    pub(crate) fn take_three(&mut self, mem: &mut MemCheck) -> Next {
+        if self.avail_seen == self.next_avail {
+            // Acquire: as in `load_avail_idx`, whose checks this repeats
+            // (leaving the report of a bad index to it).
+            let avail_idx = u16::from_le(self.areas.avail_idx().load(Ordering::Acquire));
+            if avail_idx == self.next_avail {
+                return Next::Empty;
+            }
+            if !self.plausible(avail_idx) {
+                return Next::Other;
+            }
+            self.avail_seen = avail_idx;
+        }
+        let head = u16::from_le(
+            self.areas
+                .avail_ring(self.next_avail)
+                .load(Ordering::Relaxed),
+        );
+        // `walk` follows at most `size` descriptors: a three-descriptor chain
+        // needs a ring of three.
+        if head >= self.size || self.size < 3 {
+            return Next::Other;
+        }
+        let Some(segs) = self.three(mem, head) else {
+            return Next::Other;
+        };
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Next::Three {
+            id: head,
+            skip: 1,
+            segs,
+        }
+    }
+
+    /// The buffers of the chain at `head` (below `size`, in a ring of at
+    /// least three) when [`Self::walk`] would find exactly three and no
+    /// fault: a direct chain of three linked by NEXT, or a lone INDIRECT
+    /// descriptor (negotiated) whose table links three. Any other chain,
+    /// `None`.
+    #[inline(always)]
+    fn three(&self, mem: &mut MemCheck, head: u16) -> Option<[RawSeg; 3]> {
+        // The two flags that decide the walk: NEXT (go on) and INDIRECT.
+        let walk = SplitDescFlags::NEXT | SplitDescFlags::INDIRECT;
+        let seg = |addr: u64, len: u32, flags: SplitDescFlags| RawSeg {
+            addr,
+            len,
+            write: flags.contains(SplitDescFlags::WRITE),
+        };
+        let d0 = self.areas.desc(head);
+        let f0 = SplitDescFlags::from_bits_retain(u16::from_le(d0.flags.load(Ordering::Relaxed)));
+        let a0 = u64::from_le(d0.addr.load(Ordering::Relaxed));
+        let l0 = u32::from_le(d0.len.load(Ordering::Relaxed));
+        if f0.intersection(walk) == SplitDescFlags::INDIRECT {
+            return if self.indirect {
+                three_indirect(mem, a0, l0)
+            } else {
+                None
+            };
+        }
+        if f0.intersection(walk) != SplitDescFlags::NEXT {
+            return None;
+        }
+        let n0 = u16::from_le(d0.next.load(Ordering::Relaxed));
+        if n0 >= self.size {
+            return None;
+        }
+        let d1 = self.areas.desc(n0);
+        let f1 = SplitDescFlags::from_bits_retain(u16::from_le(d1.flags.load(Ordering::Relaxed)));
+        let n1 = u16::from_le(d1.next.load(Ordering::Relaxed));
+        if f1.intersection(walk) != SplitDescFlags::NEXT || n1 >= self.size {
+            return None;
+        }
+        let d2 = self.areas.desc(n1);
+        let f2 = SplitDescFlags::from_bits_retain(u16::from_le(d2.flags.load(Ordering::Relaxed)));
+        if f2.intersects(walk) {
+            return None;
+        }
+        Some([
+            seg(a0, l0, f0),
+            seg(
+                u64::from_le(d1.addr.load(Ordering::Relaxed)),
+                u32::from_le(d1.len.load(Ordering::Relaxed)),
+                f1,
+            ),
+            seg(
+                u64::from_le(d2.addr.load(Ordering::Relaxed)),
+                u32::from_le(d2.len.load(Ordering::Relaxed)),
+                f2,
+            ),
+        ])
     }
 
     /// Follows the chain from `head` (§2.7.5), including one indirect table (§2.7.5.3).
@@ -273,10 +376,67 @@ impl ChainRing for SplitRing {
         SplitRing::pop(self, mem, out)
     }
 
+    #[inline(always)]
+    fn take_three(&mut self, mem: &mut MemCheck) -> Next {
+        SplitRing::take_three(self, mem)
+    }
+
     #[inline]
     fn push_used(&mut self, id: u16, _skip: u16, len: u32) {
         SplitRing::push_used(self, id, len)
     }
+
+    #[inline]
+    fn publish(&mut self) -> bool {
+        SplitRing::publish(self)
+    }
+
+    #[inline]
+    fn enable_kicks(&mut self) {
+        SplitRing::enable_kicks(self)
+    }
+
+    #[inline]
+    fn disable_kicks(&mut self) {
+        SplitRing::disable_kicks(self)
+    }
+}
+
+/// The three buffers of a split-format indirect table of `len` bytes at
+/// `addr` when [`walk_indirect`] would find exactly three, linked by NEXT
+/// from entry 0, and no fault; else `None`.
+#[inline(always)]
+fn three_indirect(mem: &mut MemCheck, addr: u64, len: u32) -> Option<[RawSeg; 3]> {
+    // `walk_indirect` follows at most `n` entries (its count, cut to 16 bits
+    // as it cuts it).
+    let n = (len / 16) as u16;
+    if len & 15 != 0 || n < 3 {
+        return None;
+    }
+    let table = mem.range(addr, u64::from(len)).ok()?;
+    let walk = SplitDescFlags::NEXT | SplitDescFlags::INDIRECT;
+    let entry = |i: u16, last: bool| {
+        let (addr, len, flags, next) = table.desc16(usize::from(i))?;
+        let flags = SplitDescFlags::from_bits_retain(flags);
+        let expected = if last {
+            SplitDescFlags::empty()
+        } else {
+            SplitDescFlags::NEXT
+        };
+        if flags.intersection(walk) != expected || (!last && next >= n) {
+            return None;
+        }
+        let seg = RawSeg {
+            addr,
+            len,
+            write: flags.contains(SplitDescFlags::WRITE),
+        };
+        Some((seg, next))
+    };
+    let (s0, n0) = entry(0, false)?;
+    let (s1, n1) = entry(n0, false)?;
+    let (s2, _) = entry(n1, true)?;
+    Some([s0, s1, s2])
 }
 
 /// Reads a split-format indirect table of `len` bytes at `addr` (§2.7.5.3).

@@ -12,7 +12,7 @@ use core::sync::atomic::{fence, Ordering};
 use virtio_blk_mq::spec::{packed_event, PackedDesc, PackedDescFlags};
 
 use crate::hostile::used_bits;
-use crate::mem::{MemCheck, PackedAreas};
+use crate::mem::{GuestRange, MemCheck, PackedAreas};
 use crate::request::{RawSeg, Segs};
 use crate::ring::{ChainRing, Next, Popped};
 
@@ -198,7 +198,14 @@ impl PackedRing {
     /// holds three.
     #[inline(always)]
     pub(crate) fn take_three(&mut self, mem: &mut MemCheck) -> Next {
-        let head = self.head_flags();
+        let descs = self.areas.descs();
+        let pos = self.next_avail;
+        let Some(d0) = descs.get(usize::from(pos)) else {
+            return Next::Other;
+        };
+        // Acquire: as in `head_flags`.
+        let head =
+            PackedDescFlags::from_bits_retain(u16::from_le(d0.flags.load(Ordering::Acquire)));
         if !is_avail(head, self.avail_wrap) {
             return Next::Empty;
         }
@@ -209,8 +216,6 @@ impl PackedRing {
             len: u32::from_le(d.len.load(Ordering::Relaxed)),
             write: flags.contains(PackedDescFlags::WRITE),
         };
-        let pos = self.next_avail;
-        let d0 = self.areas.desc(pos);
         let (id, count, segs) = if head.intersection(walk) == PackedDescFlags::INDIRECT {
             if !self.indirect {
                 return Next::Other;
@@ -224,12 +229,13 @@ impl PackedRing {
         } else {
             // Three slots inside this lap: the wrap counter stays the same
             // for all of them (a chain across the lap's end goes to `pop`).
-            if head.intersection(walk) != PackedDescFlags::NEXT
-                || u32::from(pos) + 3 > u32::from(self.size)
-            {
+            let start = usize::from(pos);
+            let Some([_, d1, d2]) = descs.get(start..start + 3) else {
+                return Next::Other;
+            };
+            if head.intersection(walk) != PackedDescFlags::NEXT {
                 return Next::Other;
             }
-            let (d1, d2) = (self.areas.desc(pos + 1), self.areas.desc(pos + 2));
             // Ordered after the head's Acquire load in `head_flags`.
             let f1 =
                 PackedDescFlags::from_bits_retain(u16::from_le(d1.flags.load(Ordering::Relaxed)));
@@ -419,19 +425,26 @@ fn three_indirect(mem: &mut MemCheck, addr: u64, len: u32) -> Option<[RawSeg; 3]
         return None;
     }
     let table = mem.range(addr, 48).ok()?;
-    let entry = |i: usize| {
-        let (addr, len, _id, flags) = table.desc16(i)?;
-        let flags = PackedDescFlags::from_bits_retain(flags);
-        if !(flags - PackedDescFlags::WRITE).is_empty() {
-            return None;
-        }
-        Some(RawSeg {
-            addr,
-            len,
-            write: flags.contains(PackedDescFlags::WRITE),
-        })
-    };
-    Some([entry(0)?, entry(1)?, entry(2)?])
+    Some([
+        three_entry(&table, 0)?,
+        three_entry(&table, 1)?,
+        three_entry(&table, 2)?,
+    ])
+}
+
+/// Entry `i` of an indirect table, if WRITE is its only flag.
+#[inline(always)]
+fn three_entry(table: &GuestRange, i: usize) -> Option<RawSeg> {
+    let (addr, len, _id, flags) = table.desc16(i)?;
+    let flags = PackedDescFlags::from_bits_retain(flags);
+    if !(flags - PackedDescFlags::WRITE).is_empty() {
+        return None;
+    }
+    Some(RawSeg {
+        addr,
+        len,
+        write: flags.contains(PackedDescFlags::WRITE),
+    })
 }
 
 /// Reads a packed-format indirect table of `len` bytes at `addr` (§2.8.7):

@@ -168,15 +168,7 @@ impl Work<'_, '_> {
                 Next::Three { id, skip, segs } => {
                     let len = match serve_three(self.ctx, self.mem, &segs) {
                         Some(len) => len,
-                        None => serve(
-                            self.ctx,
-                            self.mem,
-                            self.scratch,
-                            &segs,
-                            None,
-                            StatusWrite::Honest,
-                            self.report,
-                        ),
+                        None => self.serve_three_general(segs),
                     };
                     (id, skip, len)
                 }
@@ -192,6 +184,23 @@ impl Work<'_, '_> {
             served += 1;
         }
         (served, None)
+    }
+
+    /// Serves a three-buffer chain [`serve_three`] declined (another
+    /// request type, a limit, a bad address) on the general path. Out of
+    /// line, so the buffers stay in registers on the short path.
+    #[cold]
+    #[inline(never)]
+    fn serve_three_general(&mut self, segs: [RawSeg; 3]) -> u32 {
+        serve(
+            self.ctx,
+            self.mem,
+            self.scratch,
+            &segs,
+            None,
+            StatusWrite::Honest,
+            self.report,
+        )
     }
 
     /// Takes the next chain with [`ChainRing::pop`] and serves it: `(id,

@@ -9,7 +9,7 @@ use virtio_blk_mq::spec::{
     need_event, SplitDescFlags, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
 };
 
-use crate::mem::{MemCheck, SplitAreas};
+use crate::mem::{GuestRange, MemCheck, SplitAreas};
 use crate::request::{RawSeg, Segs};
 use crate::ring::{ChainRing, Next, Popped};
 
@@ -177,7 +177,8 @@ impl SplitRing {
             len,
             write: flags.contains(SplitDescFlags::WRITE),
         };
-        let d0 = self.areas.desc(head);
+        let descs = self.areas.descs();
+        let d0 = descs.get(usize::from(head))?;
         let f0 = SplitDescFlags::from_bits_retain(u16::from_le(d0.flags.load(Ordering::Relaxed)));
         let a0 = u64::from_le(d0.addr.load(Ordering::Relaxed));
         let l0 = u32::from_le(d0.len.load(Ordering::Relaxed));
@@ -191,17 +192,15 @@ impl SplitRing {
         if f0.intersection(walk) != SplitDescFlags::NEXT {
             return None;
         }
+        // `descs` holds `size` descriptors: `get` is the walk's `next < size`.
         let n0 = u16::from_le(d0.next.load(Ordering::Relaxed));
-        if n0 >= self.size {
-            return None;
-        }
-        let d1 = self.areas.desc(n0);
+        let d1 = descs.get(usize::from(n0))?;
         let f1 = SplitDescFlags::from_bits_retain(u16::from_le(d1.flags.load(Ordering::Relaxed)));
         let n1 = u16::from_le(d1.next.load(Ordering::Relaxed));
-        if f1.intersection(walk) != SplitDescFlags::NEXT || n1 >= self.size {
+        if f1.intersection(walk) != SplitDescFlags::NEXT {
             return None;
         }
-        let d2 = self.areas.desc(n1);
+        let d2 = descs.get(usize::from(n1))?;
         let f2 = SplitDescFlags::from_bits_retain(u16::from_le(d2.flags.load(Ordering::Relaxed)));
         if f2.intersects(walk) {
             return None;
@@ -402,6 +401,30 @@ impl ChainRing for SplitRing {
     }
 }
 
+/// Entry `i` of an indirect table of `n` entries, if the walk would take
+/// it as one of three: NEXT (to an entry of the table) unless it is the
+/// `last`, never INDIRECT. Its buffer and its `next`.
+#[inline(always)]
+fn three_entry(table: &GuestRange, n: u16, i: u16, last: bool) -> Option<(RawSeg, u16)> {
+    let (addr, len, flags, next) = table.desc16(usize::from(i))?;
+    let flags = SplitDescFlags::from_bits_retain(flags);
+    let expected = if last {
+        SplitDescFlags::empty()
+    } else {
+        SplitDescFlags::NEXT
+    };
+    let walk = SplitDescFlags::NEXT | SplitDescFlags::INDIRECT;
+    if flags.intersection(walk) != expected || (!last && next >= n) {
+        return None;
+    }
+    let seg = RawSeg {
+        addr,
+        len,
+        write: flags.contains(SplitDescFlags::WRITE),
+    };
+    Some((seg, next))
+}
+
 /// The three buffers of a split-format indirect table of `len` bytes at
 /// `addr` when [`walk_indirect`] would find exactly three, linked by NEXT
 /// from entry 0, and no fault; else `None`.
@@ -414,28 +437,9 @@ fn three_indirect(mem: &mut MemCheck, addr: u64, len: u32) -> Option<[RawSeg; 3]
         return None;
     }
     let table = mem.range(addr, u64::from(len)).ok()?;
-    let walk = SplitDescFlags::NEXT | SplitDescFlags::INDIRECT;
-    let entry = |i: u16, last: bool| {
-        let (addr, len, flags, next) = table.desc16(usize::from(i))?;
-        let flags = SplitDescFlags::from_bits_retain(flags);
-        let expected = if last {
-            SplitDescFlags::empty()
-        } else {
-            SplitDescFlags::NEXT
-        };
-        if flags.intersection(walk) != expected || (!last && next >= n) {
-            return None;
-        }
-        let seg = RawSeg {
-            addr,
-            len,
-            write: flags.contains(SplitDescFlags::WRITE),
-        };
-        Some((seg, next))
-    };
-    let (s0, n0) = entry(0, false)?;
-    let (s1, n1) = entry(n0, false)?;
-    let (s2, _) = entry(n1, true)?;
+    let (s0, n0) = three_entry(&table, n, 0, false)?;
+    let (s1, n1) = three_entry(&table, n, n0, false)?;
+    let (s2, _) = three_entry(&table, n, n1, true)?;
     Some([s0, s1, s2])
 }
 

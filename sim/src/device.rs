@@ -185,6 +185,9 @@ impl Shared {
             let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
             let stalled = slot.stalled.load(Ordering::SeqCst);
             if !stalled && self.config.needs_reset_after.is_none() && state.in_order_ready() {
+                if state.idle_round(kicks) {
+                    return StepOutcome::default();
+                }
                 let ctx = state.ctx(&self.config, &self.disk);
                 state.step_in_order(&ctx, kicks, &mut report)
             } else {

@@ -64,6 +64,13 @@ impl MemCheck {
         true
     }
 
+    /// True when no allocation was freed since the cache was last dropped:
+    /// [`Self::refresh`] would do nothing.
+    #[inline]
+    pub(crate) fn is_fresh(&self) -> bool {
+        hal::free_epoch() == self.epoch
+    }
+
     /// Checks that `[addr, addr + len)` lies inside one live DMA allocation.
     ///
     /// The hit path (a range inside the allocation its page's cache slot

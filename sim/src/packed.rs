@@ -103,6 +103,7 @@ impl PackedRing {
     }
 
     /// True when the descriptor at the device's next position is available.
+    #[inline]
     pub(crate) fn has_available(&self) -> bool {
         is_avail(self.head_flags(), self.avail_wrap)
     }
@@ -364,8 +365,12 @@ impl PackedRing {
     }
 
     /// Tells the driver not to kick (§2.8.10).
+    #[inline(always)]
     pub(crate) fn disable_kicks(&mut self) {
-        self.write_event(packed_event::word(0, packed_event::DISABLE));
+        let word = packed_event::word(0, packed_event::DISABLE);
+        if self.event_written != Some(word) {
+            self.write_event(word);
+        }
     }
 
     /// Writes the device event suppression structure, unless it already
@@ -385,6 +390,11 @@ impl PackedRing {
 }
 
 impl ChainRing for PackedRing {
+    #[inline(always)]
+    fn any_available(&mut self) -> bool {
+        self.has_available()
+    }
+
     #[inline(always)]
     fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String> {
         PackedRing::pop(self, mem, out)

@@ -139,10 +139,7 @@ impl Work<'_, '_> {
         };
         let notify = ring.publish();
         if !broke {
-            match kicks {
-                Kicks::Enable => ring.enable_kicks(),
-                Kicks::Disable => ring.disable_kicks(),
-            }
+            set_kicks(ring, kicks);
         }
         StepOutcome {
             completed,
@@ -233,6 +230,25 @@ impl Work<'_, '_> {
             ),
         };
         Ok(Some((popped.id, popped.skip, len)))
+    }
+}
+
+/// See [`QueueState::idle_round`].
+#[inline(always)]
+fn idle_round<R: ChainRing>(ring: &mut R, kicks: Kicks) -> bool {
+    if ring.any_available() {
+        return false;
+    }
+    set_kicks(ring, kicks);
+    true
+}
+
+/// Leaves kick suppression as `kicks` says.
+#[inline(always)]
+fn set_kicks<R: ChainRing>(ring: &mut R, kicks: Kicks) {
+    match kicks {
+        Kicks::Enable => ring.enable_kicks(),
+        Kicks::Disable => ring.disable_kicks(),
     }
 }
 
@@ -362,6 +378,22 @@ impl QueueState {
 
     fn fail(&mut self, msg: String, report: &mut dyn FnMut(String)) {
         fail(&mut self.broken, msg, report);
+    }
+
+    /// The round of a polling device that finds the ring empty, when
+    /// [`Self::step_in_order`] may take the step: nothing to take or
+    /// publish, so it only leaves kicks as `kicks` says. True when it was
+    /// that round; false when the step has work (or DMA memory was freed
+    /// since the last one, which the step looks into first).
+    #[inline(always)]
+    pub(crate) fn idle_round(&mut self, kicks: Kicks) -> bool {
+        if !self.mem.is_fresh() {
+            return false;
+        }
+        match &mut self.ring {
+            Ring::Split(r) => idle_round(r, kicks),
+            Ring::Packed(r) => idle_round(r, kicks),
+        }
     }
 
     /// True when [`Self::step_in_order`] may take the step: nothing can

@@ -41,6 +41,9 @@ pub(crate) enum Next {
 /// is written once and compiled once per layout, with no `match` on the
 /// layout per chain.
 pub(crate) trait ChainRing {
+    /// True when the driver has made a chain available that the device has
+    /// not taken yet (or says so in a way `pop` will report as a fault).
+    fn any_available(&mut self) -> bool;
     /// Takes the next available chain, its buffers appended to `out`; `Err`
     /// is a fault that leaves the ring unusable.
     fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String>;

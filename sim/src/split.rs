@@ -126,6 +126,25 @@ impl SplitRing {
         avail_idx.wrapping_sub(self.next_avail) <= self.size - in_flight.min(self.size)
     }
 
+    /// [`ChainRing::any_available`]: loads `avail.idx` only when the
+    /// entries up to the last one loaded are taken, and keeps it (when
+    /// plausible; else `pop` reports it).
+    #[inline(always)]
+    pub(crate) fn any_available(&mut self) -> bool {
+        if self.avail_seen != self.next_avail {
+            return true;
+        }
+        // Acquire: as in `load_avail_idx`.
+        let avail_idx = u16::from_le(self.areas.avail_idx().load(Ordering::Acquire));
+        if avail_idx == self.next_avail {
+            return false;
+        }
+        if self.plausible(avail_idx) {
+            self.avail_seen = avail_idx;
+        }
+        true
+    }
+
     /// [`ChainRing::take_three`]: the next chain, if it is three plain
     /// descriptors or one indirect descriptor whose table holds three.
     #[inline(always)]
@@ -324,7 +343,7 @@ impl SplitRing {
     /// has consumed, which the driver's window cannot reach while the device
     /// keeps polling. The event is moved only once it has fallen
     /// `event_lag` behind, so a polling device rewrites it rarely.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn disable_kicks(&mut self) {
         if self.event_idx {
             let behind = self.next_avail.wrapping_sub(1);
@@ -332,7 +351,7 @@ impl SplitRing {
                 Some((0, event)) if behind.wrapping_sub(event) <= self.event_lag => {}
                 _ => self.write_kicks(0, behind),
             }
-        } else {
+        } else if self.kicks_written != Some((VIRTQ_USED_F_NO_NOTIFY, 0)) {
             self.write_kicks(VIRTQ_USED_F_NO_NOTIFY, 0);
         }
     }
@@ -370,6 +389,11 @@ impl SplitRing {
 }
 
 impl ChainRing for SplitRing {
+    #[inline(always)]
+    fn any_available(&mut self) -> bool {
+        SplitRing::any_available(self)
+    }
+
     #[inline(always)]
     fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String> {
         SplitRing::pop(self, mem, out)

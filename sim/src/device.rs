@@ -166,6 +166,7 @@ impl Shared {
     }
 
     /// Steps queue `queue` once; see [`SimDevice::step`].
+    #[inline(always)]
     pub(crate) fn step_queue(&self, queue: u16, kicks: Kicks, drain: bool) -> StepOutcome {
         let Some(slot) = self.queues.get(usize::from(queue)) else {
             return StepOutcome::default();

@@ -166,11 +166,7 @@ impl SplitRing {
                 .avail_ring(self.next_avail)
                 .load(Ordering::Relaxed),
         );
-        // `walk` follows at most `size` descriptors: a three-descriptor chain
-        // needs a ring of three.
-        if head >= self.size || self.size < 3 {
-            return Next::Other;
-        }
+        // A head beyond the table is `pop`'s to report: `three` declines it.
         let Some(segs) = self.three(mem, head) else {
             return Next::Other;
         };
@@ -182,11 +178,13 @@ impl SplitRing {
         }
     }
 
-    /// The buffers of the chain at `head` (below `size`, in a ring of at
-    /// least three) when [`Self::walk`] would find exactly three and no
-    /// fault: a direct chain of three linked by NEXT, or a lone INDIRECT
-    /// descriptor (negotiated) whose table links three. Any other chain,
-    /// `None`.
+    /// The buffers of the chain at `head` when [`Self::walk`] would find
+    /// exactly three and no fault: a direct chain of three linked by NEXT,
+    /// or a lone INDIRECT descriptor (negotiated) whose table links three.
+    /// Any other chain (a head beyond the table too), `None`. The walk
+    /// follows at most `size` descriptors, and so does this: a direct chain
+    /// ends on a descriptor without NEXT after two with it, three distinct
+    /// ones, which a ring of fewer than three does not have.
     #[inline(always)]
     fn three(&self, mem: &mut MemCheck, head: u16) -> Option<[RawSeg; 3]> {
         // The two flags that decide the walk: NEXT (go on) and INDIRECT.

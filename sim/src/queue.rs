@@ -106,13 +106,23 @@ pub(crate) struct StepOutcome {
     pub(crate) broke: bool,
 }
 
+/// What serving a chain works with besides the ring and the request
+/// context: one block, so the serving loop reaches all of it from one
+/// pointer.
+struct Serving {
+    mem: MemCheck,
+    scratch: Scratch,
+    /// Ids of the last `size` completions: with the pending ones, every id
+    /// the driver may still have in flight.
+    recent: Recent,
+    /// Buffers of the chain being taken from the ring.
+    segs: Segs,
+}
+
 /// What [`QueueState::step_in_order`] works with besides the ring.
 struct Work<'q, 'c> {
     ctx: &'q ReqCtx<'c>,
-    mem: &'q mut MemCheck,
-    scratch: &'q mut Scratch,
-    segs: &'q mut Segs,
-    recent: &'q mut Recent,
+    s: &'q mut Serving,
     report: &'q mut dyn FnMut(String),
 }
 
@@ -161,9 +171,9 @@ impl Work<'_, '_> {
     ) -> (usize, Option<String>) {
         let mut served = 0;
         while served < max {
-            let (id, skip, len) = match ring.take_three(self.mem) {
+            let (id, skip, len) = match ring.take_three(&mut self.s.mem) {
                 Next::Three { id, skip, segs } => {
-                    let len = match serve_three(self.ctx, self.mem, &segs) {
+                    let len = match serve_three(self.ctx, &mut self.s.mem, &segs) {
                         Some(len) => len,
                         None => self.serve_three_general(segs),
                     };
@@ -176,7 +186,7 @@ impl Work<'_, '_> {
                     Err(e) => return (served, Some(e)),
                 },
             };
-            self.recent.push(id);
+            self.s.recent.push(id);
             ring.push_used(id, skip, len);
             served += 1;
         }
@@ -191,8 +201,8 @@ impl Work<'_, '_> {
     fn serve_three_general(&mut self, segs: [RawSeg; 3]) -> u32 {
         serve(
             self.ctx,
-            self.mem,
-            self.scratch,
+            &mut self.s.mem,
+            &mut self.s.scratch,
             &segs,
             None,
             StatusWrite::Honest,
@@ -208,21 +218,21 @@ impl Work<'_, '_> {
         &mut self,
         ring: &mut R,
     ) -> Result<Option<(u16, u16, u32)>, String> {
-        self.segs.clear();
-        let Some(popped) = ring.pop(self.mem, self.segs)? else {
+        self.s.segs.clear();
+        let Some(popped) = ring.pop(&mut self.s.mem, &mut self.s.segs)? else {
             return Ok(None);
         };
-        let segs = self.segs.as_slice();
+        let segs = self.s.segs.as_slice();
         let simple = match popped.fault {
-            None => serve_simple(self.ctx, self.mem, segs),
+            None => serve_simple(self.ctx, &mut self.s.mem, segs),
             Some(_) => None,
         };
         let len = match simple {
             Some(len) => len,
             None => serve(
                 self.ctx,
-                self.mem,
-                self.scratch,
+                &mut self.s.mem,
+                &mut self.s.scratch,
                 segs,
                 popped.fault,
                 StatusWrite::Honest,
@@ -265,10 +275,9 @@ pub(crate) struct QueueState {
     features: Features,
     /// See [`simple_max_data`].
     simple_max_data: u32,
-    mem: MemCheck,
+    serving: Serving,
     pending: Vec<Pending>,
     spare: Vec<Vec<RawSeg>>,
-    scratch: Scratch,
     rng: Option<XorShift>,
     broken: bool,
     /// Hostile acts waiting for the next step, first one first.
@@ -276,11 +285,6 @@ pub(crate) struct QueueState {
     /// A hostile act left the used side out of step with the driver's chains:
     /// the queue takes, completes and touches nothing until it is reset.
     stopped: bool,
-    /// Ids of the last `size` completions: with the pending ones, every id
-    /// the driver may still have in flight.
-    recent: Recent,
-    /// Buffers of the chain being taken from the ring.
-    segs: Segs,
 }
 
 /// The ids of the last `cap` completions, in a ring: what
@@ -336,10 +340,14 @@ impl QueueState {
             ring,
             features,
             simple_max_data: simple_max_data(config, features),
-            mem,
+            serving: Serving {
+                mem,
+                scratch: Scratch::default(),
+                recent: Recent::new(setup.size),
+                segs: Segs::default(),
+            },
             pending: Vec::new(),
             spare: Vec::new(),
-            scratch: Scratch::default(),
             rng: match config.order {
                 CompletionOrder::InOrder => None,
                 CompletionOrder::Shuffled { seed } => Some(XorShift::new(seed)),
@@ -347,8 +355,6 @@ impl QueueState {
             broken: false,
             acts: VecDeque::new(),
             stopped: false,
-            recent: Recent::new(setup.size),
-            segs: Segs::default(),
         })
     }
 
@@ -387,7 +393,7 @@ impl QueueState {
     /// since the last one, which the step looks into first).
     #[inline(always)]
     pub(crate) fn idle_round(&mut self, kicks: Kicks) -> bool {
-        if !self.mem.is_fresh() {
+        if !self.serving.mem.is_fresh() {
             return false;
         }
         match &mut self.ring {
@@ -423,7 +429,7 @@ impl QueueState {
         if self.broken || self.stopped {
             return StepOutcome::default();
         }
-        if self.mem.refresh() && self.areas_gone(report) {
+        if self.serving.mem.refresh() && self.areas_gone(report) {
             return StepOutcome {
                 broke: true,
                 ..Default::default()
@@ -506,7 +512,7 @@ impl QueueState {
         kicks: Kicks,
         report: &mut dyn FnMut(String),
     ) -> StepOutcome {
-        if self.mem.refresh() && self.areas_gone(report) {
+        if self.serving.mem.refresh() && self.areas_gone(report) {
             return StepOutcome {
                 broke: true,
                 ..Default::default()
@@ -515,10 +521,7 @@ impl QueueState {
         let max = usize::from(self.setup.size);
         let work = Work {
             ctx,
-            mem: &mut self.mem,
-            scratch: &mut self.scratch,
-            segs: &mut self.segs,
-            recent: &mut self.recent,
+            s: &mut self.serving,
             report: &mut *report,
         };
         match &mut self.ring {
@@ -532,7 +535,7 @@ impl QueueState {
     #[cold]
     #[inline(never)]
     fn areas_gone(&mut self, report: &mut dyn FnMut(String)) -> bool {
-        match self.setup.recheck(&mut self.mem, &mut self.ring) {
+        match self.setup.recheck(&mut self.serving.mem, &mut self.ring) {
             Ok(()) => false,
             Err(e) => {
                 self.fail(
@@ -554,8 +557,8 @@ impl QueueState {
     ) -> Served {
         let len = serve(
             ctx,
-            &mut self.mem,
-            &mut self.scratch,
+            &mut self.serving.mem,
+            &mut self.serving.scratch,
             &p.segs,
             p.fault,
             status,
@@ -564,7 +567,7 @@ impl QueueState {
         let mut segs = p.segs;
         segs.clear();
         self.spare.push(segs);
-        self.recent.push(p.id);
+        self.serving.recent.push(p.id);
         Served {
             id: p.id,
             skip: p.skip,
@@ -695,7 +698,11 @@ impl QueueState {
     /// the last `size` completions, so the driver cannot have it in flight.
     fn free_id(&self) -> Option<u16> {
         let mut taken = vec![false; usize::from(self.setup.size)];
-        let ids = self.pending.iter().map(|p| p.id).chain(self.recent.iter());
+        let ids = self
+            .pending
+            .iter()
+            .map(|p| p.id)
+            .chain(self.serving.recent.iter());
         for id in ids {
             if let Some(t) = taken.get_mut(usize::from(id)) {
                 *t = true;
@@ -707,11 +714,11 @@ impl QueueState {
     /// Moves every available chain into `pending`; true on a ring fault.
     fn collect(&mut self, report: &mut dyn FnMut(String)) -> bool {
         loop {
-            self.segs.clear();
-            match self.ring.pop(&mut self.mem, &mut self.segs) {
+            self.serving.segs.clear();
+            match self.ring.pop(&mut self.serving.mem, &mut self.serving.segs) {
                 Ok(Some(p)) => {
                     let mut segs = self.spare.pop().unwrap_or_default();
-                    segs.extend_from_slice(self.segs.as_slice());
+                    segs.extend_from_slice(self.serving.segs.as_slice());
                     self.pending.push(Pending {
                         id: p.id,
                         skip: p.skip,

@@ -505,7 +505,12 @@ impl QueueState {
     /// available request completed in ring order. Takes at most a ring's
     /// worth of chains, so a driver that keeps the ring full cannot keep one
     /// step going.
-    #[inline]
+    ///
+    /// Out of line on purpose: every caller (the inline steps, the device
+    /// threads' loops) then runs this one copy, whose serving loop keeps its
+    /// helpers inlined; inlined into a caller, the loop came out up to a
+    /// third longer, differently for each.
+    #[inline(never)]
     pub(crate) fn step_in_order(
         &mut self,
         ctx: &ReqCtx<'_>,

@@ -166,6 +166,7 @@ impl Shared {
     }
 
     /// Steps queue `queue` once; see [`SimDevice::step`].
+    #[inline(always)]
     pub(crate) fn step_queue(&self, queue: u16, kicks: Kicks, drain: bool) -> StepOutcome {
         let Some(slot) = self.queues.get(usize::from(queue)) else {
             return StepOutcome::default();
@@ -182,21 +183,17 @@ impl Shared {
             let Some(state) = guard.as_mut() else {
                 return StepOutcome::default();
             };
-            let ctx = state.ctx(&self.config, &self.disk);
             let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
-            let mut performed = |act: Hostile| {
-                log::info!("virtio-blk-sim: queue {queue}: hostile act {act:?} performed");
-                lock(&self.hostile_log).push((queue, act));
-            };
-            let budget = self.config.needs_reset_after.map(|_| &self.budget);
-            let args = StepArgs {
-                kicks,
-                drain,
-                stalled: slot.stalled.load(Ordering::SeqCst),
-                budget,
-                performed: &mut performed,
-            };
-            state.step(&ctx, args, &mut report)
+            let stalled = slot.stalled.load(Ordering::SeqCst);
+            if !stalled && self.config.needs_reset_after.is_none() && state.in_order_ready() {
+                if state.idle_round(kicks) {
+                    return StepOutcome::default();
+                }
+                let ctx = state.ctx(&self.config, &self.disk);
+                state.step_in_order(&ctx, kicks, &mut report)
+            } else {
+                self.step_general(state, queue, kicks, drain, stalled, &mut report)
+            }
         };
         let spent =
             self.config.needs_reset_after.is_some() && self.budget.load(Ordering::Relaxed) == 0;
@@ -218,6 +215,33 @@ impl Shared {
             }
         }
         outcome
+    }
+
+    /// [`Self::step_queue`]'s step when it cannot take the in-order path:
+    /// a stall, a completion budget, hostile acts, held-back requests.
+    #[inline(never)]
+    fn step_general(
+        &self,
+        state: &mut QueueState,
+        queue: u16,
+        kicks: Kicks,
+        drain: bool,
+        stalled: bool,
+        report: &mut dyn FnMut(String),
+    ) -> StepOutcome {
+        let mut performed = |act: Hostile| {
+            log::info!("virtio-blk-sim: queue {queue}: hostile act {act:?} performed");
+            lock(&self.hostile_log).push((queue, act));
+        };
+        let budget = self.config.needs_reset_after.map(|_| &self.budget);
+        let args = StepArgs {
+            kicks,
+            drain,
+            stalled,
+            budget,
+            performed: &mut performed,
+        };
+        state.step(&state.ctx(&self.config, &self.disk), args, report)
     }
 
     /// After kicks were re-enabled: full fence, then re-check the ring

@@ -64,6 +64,13 @@ impl MemCheck {
         true
     }
 
+    /// True when no allocation was freed since the cache was last dropped:
+    /// [`Self::refresh`] would do nothing.
+    #[inline]
+    pub(crate) fn is_fresh(&self) -> bool {
+        hal::free_epoch() == self.epoch
+    }
+
     /// Checks that `[addr, addr + len)` lies inside one live DMA allocation.
     ///
     /// The hit path (a range inside the allocation its page's cache slot
@@ -275,12 +282,25 @@ impl SplitAreas {
         })
     }
 
-    /// Descriptor `i % size`.
+    /// Descriptor `i`, which callers check is below `size` (a head or a
+    /// `next` from the driver); the `min` only keeps a wrong one in bounds,
+    /// and costs nothing after such a check.
+    #[inline]
     pub(crate) fn desc(&self, i: u16) -> &SplitDesc {
-        // SAFETY: the table holds `size` descriptors, checked in `new` to lie in
-        // a live DMA allocation with 16-byte alignment; `SplitDesc` is made of
-        // atomics, valid for any bit pattern and shared with the driver.
-        unsafe { &*self.desc.as_ptr().add(self.slots.of(i)) }
+        let slot = usize::from(i.min(self.size - 1));
+        // SAFETY: the table holds `size` descriptors, checked in `new` (which
+        // fails for size 0: no descriptor fits) to lie in a live DMA
+        // allocation with 16-byte alignment, and `slot < size`; `SplitDesc`
+        // is made of atomics, valid for any bit pattern and shared with the
+        // driver.
+        unsafe { &*self.desc.as_ptr().add(slot) }
+    }
+
+    /// The whole descriptor table.
+    #[inline]
+    pub(crate) fn descs(&self) -> &[SplitDesc] {
+        // SAFETY: as in `desc`: `size` descriptors, checked in `new`.
+        unsafe { core::slice::from_raw_parts(self.desc.as_ptr(), usize::from(self.size)) }
     }
 
     fn avail_word(&self, word: usize) -> &AtomicU16 {
@@ -377,13 +397,20 @@ impl PackedAreas {
         })
     }
 
-    /// Descriptor `i % size`.
+    /// Descriptor `i`, a position below `size`.
     pub(crate) fn desc(&self, i: u16) -> &PackedDesc {
         // Positions are below `size`; the `min` only keeps a wrong one in bounds.
         let slot = usize::from(i.min(self.slots.size - 1));
         // SAFETY: the ring holds `size` descriptors, checked in `new` (which
         // fails for size 0: no descriptor fits), and `slot < size`; atomics only.
         unsafe { &*self.desc.as_ptr().add(slot) }
+    }
+
+    /// The whole descriptor ring.
+    #[inline]
+    pub(crate) fn descs(&self) -> &[PackedDesc] {
+        // SAFETY: as in `desc`: `size` descriptors, checked in `new`.
+        unsafe { core::slice::from_raw_parts(self.desc.as_ptr(), usize::from(self.slots.size)) }
     }
 
     /// The driver event suppression structure (read by the device).

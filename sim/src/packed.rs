@@ -9,12 +9,12 @@
 
 use core::sync::atomic::{fence, Ordering};
 
-use virtio_blk_mq::spec::{packed_event, PackedDescFlags};
+use virtio_blk_mq::spec::{packed_event, PackedDesc, PackedDescFlags};
 
 use crate::hostile::used_bits;
-use crate::mem::{MemCheck, PackedAreas};
+use crate::mem::{GuestRange, MemCheck, PackedAreas};
 use crate::request::{RawSeg, Segs};
-use crate::ring::{ChainRing, Popped};
+use crate::ring::{ChainRing, Next, Popped};
 
 /// The device's view of one packed ring.
 pub(crate) struct PackedRing {
@@ -103,6 +103,7 @@ impl PackedRing {
     }
 
     /// True when the descriptor at the device's next position is available.
+    #[inline]
     pub(crate) fn has_available(&self) -> bool {
         is_avail(self.head_flags(), self.avail_wrap)
     }
@@ -191,6 +192,80 @@ impl PackedRing {
             skip: count,
             fault,
         }))
+    }
+
+    /// [`ChainRing::take_three`]: the next chain, if it is three plain
+    /// descriptors inside this lap or one indirect descriptor whose table
+    /// holds three.
+    #[inline(always)]
+    pub(crate) fn take_three(&mut self, mem: &mut MemCheck) -> Next {
+        let descs = self.areas.descs();
+        let pos = self.next_avail;
+        let Some(d0) = descs.get(usize::from(pos)) else {
+            return Next::Other;
+        };
+        // Acquire: as in `head_flags`.
+        let head =
+            PackedDescFlags::from_bits_retain(u16::from_le(d0.flags.load(Ordering::Acquire)));
+        if !is_avail(head, self.avail_wrap) {
+            return Next::Empty;
+        }
+        // The two flags that decide the walk: NEXT (go on) and INDIRECT.
+        let walk = PackedDescFlags::NEXT | PackedDescFlags::INDIRECT;
+        let seg = |d: &PackedDesc, flags: PackedDescFlags| RawSeg {
+            addr: u64::from_le(d.addr.load(Ordering::Relaxed)),
+            len: u32::from_le(d.len.load(Ordering::Relaxed)),
+            write: flags.contains(PackedDescFlags::WRITE),
+        };
+        let (id, count, segs) = if head.intersection(walk) == PackedDescFlags::INDIRECT {
+            if !self.indirect {
+                return Next::Other;
+            }
+            let addr = u64::from_le(d0.addr.load(Ordering::Relaxed));
+            let len = u32::from_le(d0.len.load(Ordering::Relaxed));
+            let Some(segs) = three_indirect(mem, addr, len) else {
+                return Next::Other;
+            };
+            (u16::from_le(d0.id.load(Ordering::Relaxed)), 1, segs)
+        } else {
+            // Three slots inside this lap: the wrap counter stays the same
+            // for all of them (a chain across the lap's end goes to `pop`).
+            let start = usize::from(pos);
+            let Some([_, d1, d2]) = descs.get(start..start + 3) else {
+                return Next::Other;
+            };
+            if head.intersection(walk) != PackedDescFlags::NEXT {
+                return Next::Other;
+            }
+            // Ordered after the head's Acquire load in `head_flags`.
+            let f1 =
+                PackedDescFlags::from_bits_retain(u16::from_le(d1.flags.load(Ordering::Relaxed)));
+            let f2 =
+                PackedDescFlags::from_bits_retain(u16::from_le(d2.flags.load(Ordering::Relaxed)));
+            if !is_avail(f1, self.avail_wrap)
+                || !is_avail(f2, self.avail_wrap)
+                || f1.intersection(walk) != PackedDescFlags::NEXT
+                || f2.intersects(walk)
+            {
+                return Next::Other;
+            }
+            let segs = [seg(d0, head), seg(d1, f1), seg(d2, f2)];
+            (u16::from_le(d2.id.load(Ordering::Relaxed)), 3, segs)
+        };
+        if self.in_flight + u32::from(count) > u32::from(self.size) {
+            return Next::Other;
+        }
+        self.in_flight += u32::from(count);
+        self.next_avail = pos + count;
+        if self.next_avail == self.size {
+            self.next_avail = 0;
+            self.avail_wrap = !self.avail_wrap;
+        }
+        Next::Three {
+            id,
+            skip: count,
+            segs,
+        }
     }
 
     /// Writes one used descriptor at the next used slot (§2.8.5) and skips the
@@ -290,8 +365,12 @@ impl PackedRing {
     }
 
     /// Tells the driver not to kick (§2.8.10).
+    #[inline(always)]
     pub(crate) fn disable_kicks(&mut self) {
-        self.write_event(packed_event::word(0, packed_event::DISABLE));
+        let word = packed_event::word(0, packed_event::DISABLE);
+        if self.event_written != Some(word) {
+            self.write_event(word);
+        }
     }
 
     /// Writes the device event suppression structure, unless it already
@@ -312,14 +391,70 @@ impl PackedRing {
 
 impl ChainRing for PackedRing {
     #[inline(always)]
+    fn any_available(&mut self) -> bool {
+        self.has_available()
+    }
+
+    #[inline(always)]
     fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String> {
         PackedRing::pop(self, mem, out)
+    }
+
+    #[inline(always)]
+    fn take_three(&mut self, mem: &mut MemCheck) -> Next {
+        PackedRing::take_three(self, mem)
     }
 
     #[inline]
     fn push_used(&mut self, id: u16, skip: u16, len: u32) {
         PackedRing::push_used(self, id, skip, len)
     }
+
+    #[inline]
+    fn publish(&mut self) -> bool {
+        PackedRing::publish(self)
+    }
+
+    #[inline]
+    fn enable_kicks(&mut self) {
+        PackedRing::enable_kicks(self)
+    }
+
+    #[inline]
+    fn disable_kicks(&mut self) {
+        PackedRing::disable_kicks(self)
+    }
+}
+
+/// The three buffers of a packed-format indirect table of `len` bytes at
+/// `addr` when [`walk_indirect`] would find exactly three and no fault
+/// (WRITE the only flag of each); else `None`.
+#[inline(always)]
+fn three_indirect(mem: &mut MemCheck, addr: u64, len: u32) -> Option<[RawSeg; 3]> {
+    if len != 48 {
+        return None;
+    }
+    let table = mem.range(addr, 48).ok()?;
+    Some([
+        three_entry(&table, 0)?,
+        three_entry(&table, 1)?,
+        three_entry(&table, 2)?,
+    ])
+}
+
+/// Entry `i` of an indirect table, if WRITE is its only flag.
+#[inline(always)]
+fn three_entry(table: &GuestRange, i: usize) -> Option<RawSeg> {
+    let (addr, len, _id, flags) = table.desc16(i)?;
+    let flags = PackedDescFlags::from_bits_retain(flags);
+    if !(flags - PackedDescFlags::WRITE).is_empty() {
+        return None;
+    }
+    Some(RawSeg {
+        addr,
+        len,
+        write: flags.contains(PackedDescFlags::WRITE),
+    })
 }
 
 /// Reads a packed-format indirect table of `len` bytes at `addr` (§2.8.7):

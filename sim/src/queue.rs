@@ -13,8 +13,8 @@ use crate::hostile::{garbage_flags, Hostile};
 use crate::mem::MemCheck;
 use crate::packed::used_flags;
 use crate::request::{serve, writable_bytes, RawSeg, ReqCtx, Scratch, Segs, StatusWrite};
-use crate::ring::{ChainRing, Ring, RingSetup};
-use crate::simple::{serve_simple, simple_max_data};
+use crate::ring::{ChainRing, Next, Ring, RingSetup};
+use crate::simple::{serve_simple, serve_three, simple_max_data};
 
 /// A request taken from the ring and not yet completed.
 struct Pending {
@@ -106,53 +106,166 @@ pub(crate) struct StepOutcome {
     pub(crate) broke: bool,
 }
 
+/// What serving a chain works with besides the ring and the request
+/// context: one block, so the serving loop reaches all of it from one
+/// pointer.
+struct Serving {
+    mem: MemCheck,
+    scratch: Scratch,
+    /// Ids of the last `size` completions: with the pending ones, every id
+    /// the driver may still have in flight.
+    recent: Recent,
+    /// Buffers of the chain being taken from the ring.
+    segs: Segs,
+}
+
 /// What [`QueueState::step_in_order`] works with besides the ring.
 struct Work<'q, 'c> {
     ctx: &'q ReqCtx<'c>,
-    mem: &'q mut MemCheck,
-    scratch: &'q mut Scratch,
-    segs: &'q mut Segs,
-    recent: &'q mut Recent,
+    s: &'q mut Serving,
     report: &'q mut dyn FnMut(String),
 }
 
 impl Work<'_, '_> {
     /// Takes up to `max` chains from `ring` in ring order, serving each as
-    /// it is taken and writing its used element. Returns how many it served,
-    /// and the ring fault that stopped it, if one did.
+    /// it is taken and writing its used element; then publishes them and
+    /// sets kick suppression as `kicks` says, unless a ring fault stopped
+    /// it (reported, and `broken` set).
     #[inline(always)]
-    fn serve_in_order<R: ChainRing>(self, ring: &mut R, max: usize) -> (usize, Option<String>) {
+    fn run<R: ChainRing>(
+        mut self,
+        ring: &mut R,
+        max: usize,
+        kicks: Kicks,
+        broken: &mut bool,
+    ) -> StepOutcome {
+        let (completed, fault) = self.serve_in_order(ring, max);
+        let broke = match fault {
+            Some(e) => {
+                fail(broken, e, self.report);
+                true
+            }
+            None => false,
+        };
+        let notify = ring.publish();
+        if !broke {
+            set_kicks(ring, kicks);
+        }
+        StepOutcome {
+            completed,
+            notify,
+            pending: 0,
+            broke,
+        }
+    }
+
+    /// The loop of [`Self::run`]: returns how many chains it served, and
+    /// the ring fault that stopped it, if one did. The common chain comes
+    /// from [`ChainRing::take_three`] with its buffers in place; any other
+    /// takes the general path, [`Self::serve_other`].
+    #[inline(always)]
+    fn serve_in_order<R: ChainRing>(
+        &mut self,
+        ring: &mut R,
+        max: usize,
+    ) -> (usize, Option<String>) {
         let mut served = 0;
         while served < max {
-            self.segs.clear();
-            let popped = match ring.pop(self.mem, self.segs) {
-                Ok(Some(popped)) => popped,
-                Ok(None) => break,
-                Err(e) => return (served, Some(e)),
+            let (id, skip, len) = match ring.take_three(&mut self.s.mem) {
+                Next::Three { id, skip, segs } => {
+                    let len = match serve_three(self.ctx, &mut self.s.mem, &segs) {
+                        Some(len) => len,
+                        None => self.serve_three_general(segs),
+                    };
+                    (id, skip, len)
+                }
+                Next::Empty => break,
+                Next::Other => match self.serve_other(ring) {
+                    Ok(Some(done)) => done,
+                    Ok(None) => break,
+                    Err(e) => return (served, Some(e)),
+                },
             };
-            let segs = self.segs.as_slice();
-            let simple = match popped.fault {
-                None => serve_simple(self.ctx, self.mem, segs),
-                Some(_) => None,
-            };
-            let len = match simple {
-                Some(len) => len,
-                None => serve(
-                    self.ctx,
-                    self.mem,
-                    self.scratch,
-                    segs,
-                    popped.fault,
-                    StatusWrite::Honest,
-                    self.report,
-                ),
-            };
-            self.recent.push(popped.id);
-            ring.push_used(popped.id, popped.skip, len);
+            self.s.recent.push(id);
+            ring.push_used(id, skip, len);
             served += 1;
         }
         (served, None)
     }
+
+    /// Serves a three-buffer chain [`serve_three`] declined (another
+    /// request type, a limit, a bad address) on the general path. Out of
+    /// line, so the buffers stay in registers on the short path.
+    #[cold]
+    #[inline(never)]
+    fn serve_three_general(&mut self, segs: [RawSeg; 3]) -> u32 {
+        serve(
+            self.ctx,
+            &mut self.s.mem,
+            &mut self.s.scratch,
+            &segs,
+            None,
+            StatusWrite::Honest,
+            self.report,
+        )
+    }
+
+    /// Takes the next chain with [`ChainRing::pop`] and serves it: `(id,
+    /// skip, used length)`, `None` when nothing was available, `Err` for a
+    /// ring fault.
+    #[inline(never)]
+    fn serve_other<R: ChainRing>(
+        &mut self,
+        ring: &mut R,
+    ) -> Result<Option<(u16, u16, u32)>, String> {
+        self.s.segs.clear();
+        let Some(popped) = ring.pop(&mut self.s.mem, &mut self.s.segs)? else {
+            return Ok(None);
+        };
+        let segs = self.s.segs.as_slice();
+        let simple = match popped.fault {
+            None => serve_simple(self.ctx, &mut self.s.mem, segs),
+            Some(_) => None,
+        };
+        let len = match simple {
+            Some(len) => len,
+            None => serve(
+                self.ctx,
+                &mut self.s.mem,
+                &mut self.s.scratch,
+                segs,
+                popped.fault,
+                StatusWrite::Honest,
+                self.report,
+            ),
+        };
+        Ok(Some((popped.id, popped.skip, len)))
+    }
+}
+
+/// See [`QueueState::idle_round`].
+#[inline(always)]
+fn idle_round<R: ChainRing>(ring: &mut R, kicks: Kicks) -> bool {
+    if ring.any_available() {
+        return false;
+    }
+    set_kicks(ring, kicks);
+    true
+}
+
+/// Leaves kick suppression as `kicks` says.
+#[inline(always)]
+fn set_kicks<R: ChainRing>(ring: &mut R, kicks: Kicks) {
+    match kicks {
+        Kicks::Enable => ring.enable_kicks(),
+        Kicks::Disable => ring.disable_kicks(),
+    }
+}
+
+/// Reports `msg` as the fault that stops the queue, and marks it broken.
+fn fail(broken: &mut bool, msg: String, report: &mut dyn FnMut(String)) {
+    report(format!("{msg}; queue stopped, device needs reset"));
+    *broken = true;
 }
 
 /// Device-side state of one enabled queue.
@@ -162,10 +275,9 @@ pub(crate) struct QueueState {
     features: Features,
     /// See [`simple_max_data`].
     simple_max_data: u32,
-    mem: MemCheck,
+    serving: Serving,
     pending: Vec<Pending>,
     spare: Vec<Vec<RawSeg>>,
-    scratch: Scratch,
     rng: Option<XorShift>,
     broken: bool,
     /// Hostile acts waiting for the next step, first one first.
@@ -173,46 +285,43 @@ pub(crate) struct QueueState {
     /// A hostile act left the used side out of step with the driver's chains:
     /// the queue takes, completes and touches nothing until it is reset.
     stopped: bool,
-    /// Ids of the last `size` completions: with the pending ones, every id
-    /// the driver may still have in flight.
-    recent: Recent,
-    /// Buffers of the chain being taken from the ring.
-    segs: Segs,
 }
 
 /// The ids of the last `cap` completions, in a ring: what
 /// [`QueueState::free_id`] needs, kept at a store per completion.
 struct Recent {
+    /// `cap` slots; the first `next` hold ids until the ring is `full`.
     ids: Vec<u16>,
-    /// Where the next id goes once `ids` holds `cap` of them.
+    /// Where the next id goes.
     next: usize,
-    cap: usize,
+    /// Every slot holds an id.
+    full: bool,
 }
 
 impl Recent {
     fn new(cap: u16) -> Recent {
         Recent {
-            ids: Vec::with_capacity(usize::from(cap)),
+            ids: vec![0; usize::from(cap)],
             next: 0,
-            cap: usize::from(cap),
+            full: false,
         }
     }
 
     #[inline]
     fn push(&mut self, id: u16) {
-        if self.ids.len() < self.cap {
-            self.ids.push(id);
-        } else if let Some(old) = self.ids.get_mut(self.next) {
-            *old = id;
-            self.next += 1;
-            if self.next == self.cap {
-                self.next = 0;
-            }
+        if let Some(slot) = self.ids.get_mut(self.next) {
+            *slot = id;
+        }
+        self.next += 1;
+        if self.next >= self.ids.len() {
+            self.next = 0;
+            self.full = true;
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        self.ids.iter().copied()
+        let held = if self.full { self.ids.len() } else { self.next };
+        self.ids.iter().take(held).copied()
     }
 }
 
@@ -231,10 +340,14 @@ impl QueueState {
             ring,
             features,
             simple_max_data: simple_max_data(config, features),
-            mem,
+            serving: Serving {
+                mem,
+                scratch: Scratch::default(),
+                recent: Recent::new(setup.size),
+                segs: Segs::default(),
+            },
             pending: Vec::new(),
             spare: Vec::new(),
-            scratch: Scratch::default(),
             rng: match config.order {
                 CompletionOrder::InOrder => None,
                 CompletionOrder::Shuffled { seed } => Some(XorShift::new(seed)),
@@ -242,8 +355,6 @@ impl QueueState {
             broken: false,
             acts: VecDeque::new(),
             stopped: false,
-            recent: Recent::new(setup.size),
-            segs: Segs::default(),
         })
     }
 
@@ -272,8 +383,35 @@ impl QueueState {
     }
 
     fn fail(&mut self, msg: String, report: &mut dyn FnMut(String)) {
-        report(format!("{msg}; queue stopped, device needs reset"));
-        self.broken = true;
+        fail(&mut self.broken, msg, report);
+    }
+
+    /// The round of a polling device that finds the ring empty, when
+    /// [`Self::step_in_order`] may take the step: nothing to take or
+    /// publish, so it only leaves kicks as `kicks` says. True when it was
+    /// that round; false when the step has work (or DMA memory was freed
+    /// since the last one, which the step looks into first).
+    #[inline(always)]
+    pub(crate) fn idle_round(&mut self, kicks: Kicks) -> bool {
+        if !self.serving.mem.is_fresh() {
+            return false;
+        }
+        match &mut self.ring {
+            Ring::Split(r) => idle_round(r, kicks),
+            Ring::Packed(r) => idle_round(r, kicks),
+        }
+    }
+
+    /// True when [`Self::step_in_order`] may take the step: nothing can
+    /// make it hold a request back or lie (the caller checks the stall and
+    /// the completion budget).
+    #[inline]
+    pub(crate) fn in_order_ready(&self) -> bool {
+        !self.broken
+            && !self.stopped
+            && self.rng.is_none()
+            && self.pending.is_empty()
+            && self.acts.is_empty()
     }
 
     /// Takes every available request; unless stalled, performs the queued
@@ -281,6 +419,7 @@ impl QueueState {
     /// (`drain`, or in-order mode) or a random non-empty subset of the
     /// pending ones within the completion budget, publishes them, sets kick
     /// suppression and decides on a used-buffer notification.
+    #[inline(never)]
     pub(crate) fn step(
         &mut self,
         ctx: &ReqCtx<'_>,
@@ -290,17 +429,11 @@ impl QueueState {
         if self.broken || self.stopped {
             return StepOutcome::default();
         }
-        if self.mem.refresh() {
-            if let Err(e) = self.setup.recheck(&mut self.mem, &mut self.ring) {
-                self.fail(
-                    format!("ring memory was freed while the queue is enabled: {e}"),
-                    report,
-                );
-                return StepOutcome {
-                    broke: true,
-                    ..Default::default()
-                };
-            }
+        if self.serving.mem.refresh() && self.areas_gone(report) {
+            return StepOutcome {
+                broke: true,
+                ..Default::default()
+            };
         }
         let set_kicks = |ring: &mut Ring| match args.kicks {
             Kicks::Enable => ring.enable_kicks(),
@@ -365,51 +498,57 @@ impl QueueState {
     }
 
     /// [`Self::step`] when nothing can make it hold a request back or lie
-    /// (no stall, no hostile act queued, in-order completion, no completion
-    /// budget, nothing pending): each chain is served as it is taken, with
-    /// no `Pending` entry, and its used element written at once; the batch
-    /// is published once at the end, as the general path does. What the
-    /// driver sees is the same: every available request completed in ring
-    /// order. Takes at most a ring's worth of chains, so a driver that keeps
-    /// the ring full cannot keep one step going.
-    fn step_in_order(
+    /// ([`Self::in_order_ready`], no stall, no completion budget): each
+    /// chain is served as it is taken, with no `Pending` entry, and its used
+    /// element written at once; the batch is published once at the end, as
+    /// the general path does. What the driver sees is the same: every
+    /// available request completed in ring order. Takes at most a ring's
+    /// worth of chains, so a driver that keeps the ring full cannot keep one
+    /// step going.
+    ///
+    /// Out of line on purpose: every caller (the inline steps, the device
+    /// threads' loops) then runs this one copy, whose serving loop keeps its
+    /// helpers inlined; inlined into a caller, the loop came out up to a
+    /// third longer, differently for each.
+    #[inline(never)]
+    pub(crate) fn step_in_order(
         &mut self,
         ctx: &ReqCtx<'_>,
         kicks: Kicks,
         report: &mut dyn FnMut(String),
     ) -> StepOutcome {
+        if self.serving.mem.refresh() && self.areas_gone(report) {
+            return StepOutcome {
+                broke: true,
+                ..Default::default()
+            };
+        }
         let max = usize::from(self.setup.size);
         let work = Work {
             ctx,
-            mem: &mut self.mem,
-            scratch: &mut self.scratch,
-            segs: &mut self.segs,
-            recent: &mut self.recent,
+            s: &mut self.serving,
             report: &mut *report,
         };
-        let (completed, fault) = match &mut self.ring {
-            Ring::Split(r) => work.serve_in_order(r, max),
-            Ring::Packed(r) => work.serve_in_order(r, max),
-        };
-        let broke = match fault {
-            Some(e) => {
-                self.fail(e, report);
+        match &mut self.ring {
+            Ring::Split(r) => work.run(r, max, kicks, &mut self.broken),
+            Ring::Packed(r) => work.run(r, max, kicks, &mut self.broken),
+        }
+    }
+
+    /// After some DMA memory was freed: checks the ring areas again; true
+    /// (reported, queue failed) when they are no longer DMA memory.
+    #[cold]
+    #[inline(never)]
+    fn areas_gone(&mut self, report: &mut dyn FnMut(String)) -> bool {
+        match self.setup.recheck(&mut self.serving.mem, &mut self.ring) {
+            Ok(()) => false,
+            Err(e) => {
+                self.fail(
+                    format!("ring memory was freed while the queue is enabled: {e}"),
+                    report,
+                );
                 true
             }
-            None => false,
-        };
-        let notify = self.ring.publish();
-        if !broke {
-            match kicks {
-                Kicks::Enable => self.ring.enable_kicks(),
-                Kicks::Disable => self.ring.disable_kicks(),
-            }
-        }
-        StepOutcome {
-            completed,
-            notify,
-            pending: 0,
-            broke,
         }
     }
 
@@ -423,8 +562,8 @@ impl QueueState {
     ) -> Served {
         let len = serve(
             ctx,
-            &mut self.mem,
-            &mut self.scratch,
+            &mut self.serving.mem,
+            &mut self.serving.scratch,
             &p.segs,
             p.fault,
             status,
@@ -433,7 +572,7 @@ impl QueueState {
         let mut segs = p.segs;
         segs.clear();
         self.spare.push(segs);
-        self.recent.push(p.id);
+        self.serving.recent.push(p.id);
         Served {
             id: p.id,
             skip: p.skip,
@@ -564,7 +703,11 @@ impl QueueState {
     /// the last `size` completions, so the driver cannot have it in flight.
     fn free_id(&self) -> Option<u16> {
         let mut taken = vec![false; usize::from(self.setup.size)];
-        let ids = self.pending.iter().map(|p| p.id).chain(self.recent.iter());
+        let ids = self
+            .pending
+            .iter()
+            .map(|p| p.id)
+            .chain(self.serving.recent.iter());
         for id in ids {
             if let Some(t) = taken.get_mut(usize::from(id)) {
                 *t = true;
@@ -576,11 +719,11 @@ impl QueueState {
     /// Moves every available chain into `pending`; true on a ring fault.
     fn collect(&mut self, report: &mut dyn FnMut(String)) -> bool {
         loop {
-            self.segs.clear();
-            match self.ring.pop(&mut self.mem, &mut self.segs) {
+            self.serving.segs.clear();
+            match self.ring.pop(&mut self.serving.mem, &mut self.serving.segs) {
                 Ok(Some(p)) => {
                     let mut segs = self.spare.pop().unwrap_or_default();
-                    segs.extend_from_slice(self.segs.as_slice());
+                    segs.extend_from_slice(self.serving.segs.as_slice());
                     self.pending.push(Pending {
                         id: p.id,
                         skip: p.skip,

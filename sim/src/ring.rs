@@ -4,7 +4,7 @@ use virtio_blk_mq::QueueAddresses;
 
 use crate::mem::{MemCheck, PackedAreas, SplitAreas};
 use crate::packed::PackedRing;
-use crate::request::Segs;
+use crate::request::{RawSeg, Segs};
 use crate::split::SplitRing;
 
 /// A chain taken from the ring.
@@ -18,16 +18,48 @@ pub(crate) struct Popped {
     pub(crate) fault: Option<String>,
 }
 
+/// What [`ChainRing::take_three`] found at the ring's next position.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Nothing available.
+    Empty,
+    /// The common chain, taken: exactly three buffers, each described
+    /// plainly (a direct chain, or a lone indirect descriptor whose table
+    /// holds them), with nothing the general walk would call a fault. Its
+    /// buffers are what [`ChainRing::pop`] would have appended.
+    Three {
+        id: u16,
+        skip: u16,
+        segs: [RawSeg; 3],
+    },
+    /// Something else (another shape, a malformed chain, a ring fault):
+    /// nothing was taken, [`ChainRing::pop`] takes it and says what it is.
+    Other,
+}
+
 /// What serving chains in ring order needs of a ring layout, so that loop
 /// is written once and compiled once per layout, with no `match` on the
 /// layout per chain.
 pub(crate) trait ChainRing {
+    /// True when the driver has made a chain available that the device has
+    /// not taken yet (or says so in a way `pop` will report as a fault).
+    fn any_available(&mut self) -> bool;
     /// Takes the next available chain, its buffers appended to `out`; `Err`
     /// is a fault that leaves the ring unusable.
     fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String>;
+    /// Takes the next chain if it is the common one ([`Next::Three`]), with
+    /// every check [`Self::pop`] makes on it; for any other chain it takes
+    /// nothing and leaves it to `pop` ([`Next::Other`]).
+    fn take_three(&mut self, mem: &mut MemCheck) -> Next;
     /// Writes the used element of the chain `id` (`skip` slots) that had
     /// `len` bytes written; visible to the driver after `publish`.
     fn push_used(&mut self, id: u16, skip: u16, len: u32);
+    /// Publishes the batch; true when a used-buffer notification is due.
+    fn publish(&mut self) -> bool;
+    /// See [`Ring::enable_kicks`].
+    fn enable_kicks(&mut self);
+    /// See [`Ring::disable_kicks`].
+    fn disable_kicks(&mut self);
 }
 
 /// The device side of a split or packed ring.

@@ -37,9 +37,17 @@ pub(crate) fn simple_max_data(config: &SimConfig, features: Features) -> u32 {
 /// checks, the same data moved, the same status byte and used length.
 #[inline(always)]
 pub(crate) fn serve_simple(ctx: &ReqCtx<'_>, mem: &mut MemCheck, segs: &[RawSeg]) -> Option<u32> {
-    let &[header, data, status] = segs else {
-        return None;
-    };
+    let segs: &[RawSeg; 3] = segs.try_into().ok()?;
+    serve_three(ctx, mem, segs)
+}
+
+/// [`serve_simple`] for a chain already known to have three buffers.
+#[inline(always)]
+pub(crate) fn serve_three(
+    ctx: &ReqCtx<'_>,
+    mem: &mut MemCheck,
+    &[header, data, status]: &[RawSeg; 3],
+) -> Option<u32> {
     if header.write
         || header.len != BLK_REQ_HEADER_SIZE as u32
         || !status.write

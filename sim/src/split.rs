@@ -9,9 +9,9 @@ use virtio_blk_mq::spec::{
     need_event, SplitDescFlags, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
 };
 
-use crate::mem::{MemCheck, SplitAreas};
+use crate::mem::{GuestRange, MemCheck, SplitAreas};
 use crate::request::{RawSeg, Segs};
-use crate::ring::{ChainRing, Popped};
+use crate::ring::{ChainRing, Next, Popped};
 
 /// The device's view of one split ring.
 pub(crate) struct SplitRing {
@@ -104,8 +104,8 @@ impl SplitRing {
         if avail_idx == self.next_avail {
             return Ok(false);
         }
-        let in_flight = self.next_avail.wrapping_sub(self.next_used);
-        if avail_idx.wrapping_sub(self.next_avail) > self.size - in_flight.min(self.size) {
+        if !self.plausible(avail_idx) {
+            let in_flight = self.next_avail.wrapping_sub(self.next_used);
             return Err(format!(
                 "avail.idx {avail_idx} is {} entries past the device's {} with {in_flight} in flight; \
                  at most {} buffers can be outstanding",
@@ -116,6 +116,125 @@ impl SplitRing {
         }
         self.avail_seen = avail_idx;
         Ok(true)
+    }
+
+    /// True when `avail_idx` makes no more buffers available than the ring
+    /// has room for beside the ones in flight.
+    #[inline(always)]
+    fn plausible(&self, avail_idx: u16) -> bool {
+        let in_flight = self.next_avail.wrapping_sub(self.next_used);
+        avail_idx.wrapping_sub(self.next_avail) <= self.size - in_flight.min(self.size)
+    }
+
+    /// [`ChainRing::any_available`]: loads `avail.idx` only when the
+    /// entries up to the last one loaded are taken, and keeps it (when
+    /// plausible; else `pop` reports it).
+    #[inline(always)]
+    pub(crate) fn any_available(&mut self) -> bool {
+        if self.avail_seen != self.next_avail {
+            return true;
+        }
+        // Acquire: as in `load_avail_idx`.
+        let avail_idx = u16::from_le(self.areas.avail_idx().load(Ordering::Acquire));
+        if avail_idx == self.next_avail {
+            return false;
+        }
+        if self.plausible(avail_idx) {
+            self.avail_seen = avail_idx;
+        }
+        true
+    }
+
+    /// [`ChainRing::take_three`]: the next chain, if it is three plain
+    /// descriptors or one indirect descriptor whose table holds three.
+    #[inline(always)]
+    pub(crate) fn take_three(&mut self, mem: &mut MemCheck) -> Next {
+        if self.avail_seen == self.next_avail {
+            // Acquire: as in `load_avail_idx`, whose checks this repeats
+            // (leaving the report of a bad index to it).
+            let avail_idx = u16::from_le(self.areas.avail_idx().load(Ordering::Acquire));
+            if avail_idx == self.next_avail {
+                return Next::Empty;
+            }
+            if !self.plausible(avail_idx) {
+                return Next::Other;
+            }
+            self.avail_seen = avail_idx;
+        }
+        let head = u16::from_le(
+            self.areas
+                .avail_ring(self.next_avail)
+                .load(Ordering::Relaxed),
+        );
+        // A head beyond the table is `pop`'s to report: `three` declines it.
+        let Some(segs) = self.three(mem, head) else {
+            return Next::Other;
+        };
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Next::Three {
+            id: head,
+            skip: 1,
+            segs,
+        }
+    }
+
+    /// The buffers of the chain at `head` when [`Self::walk`] would find
+    /// exactly three and no fault: a direct chain of three linked by NEXT,
+    /// or a lone INDIRECT descriptor (negotiated) whose table links three.
+    /// Any other chain (a head beyond the table too), `None`. The walk
+    /// follows at most `size` descriptors, and so does this: a direct chain
+    /// ends on a descriptor without NEXT after two with it, three distinct
+    /// ones, which a ring of fewer than three does not have.
+    #[inline(always)]
+    fn three(&self, mem: &mut MemCheck, head: u16) -> Option<[RawSeg; 3]> {
+        // The two flags that decide the walk: NEXT (go on) and INDIRECT.
+        let walk = SplitDescFlags::NEXT | SplitDescFlags::INDIRECT;
+        let seg = |addr: u64, len: u32, flags: SplitDescFlags| RawSeg {
+            addr,
+            len,
+            write: flags.contains(SplitDescFlags::WRITE),
+        };
+        let descs = self.areas.descs();
+        let d0 = descs.get(usize::from(head))?;
+        let f0 = SplitDescFlags::from_bits_retain(u16::from_le(d0.flags.load(Ordering::Relaxed)));
+        let a0 = u64::from_le(d0.addr.load(Ordering::Relaxed));
+        let l0 = u32::from_le(d0.len.load(Ordering::Relaxed));
+        if f0.intersection(walk) == SplitDescFlags::INDIRECT {
+            return if self.indirect {
+                three_indirect(mem, a0, l0)
+            } else {
+                None
+            };
+        }
+        if f0.intersection(walk) != SplitDescFlags::NEXT {
+            return None;
+        }
+        // `descs` holds `size` descriptors: `get` is the walk's `next < size`.
+        let n0 = u16::from_le(d0.next.load(Ordering::Relaxed));
+        let d1 = descs.get(usize::from(n0))?;
+        let f1 = SplitDescFlags::from_bits_retain(u16::from_le(d1.flags.load(Ordering::Relaxed)));
+        let n1 = u16::from_le(d1.next.load(Ordering::Relaxed));
+        if f1.intersection(walk) != SplitDescFlags::NEXT {
+            return None;
+        }
+        let d2 = descs.get(usize::from(n1))?;
+        let f2 = SplitDescFlags::from_bits_retain(u16::from_le(d2.flags.load(Ordering::Relaxed)));
+        if f2.intersects(walk) {
+            return None;
+        }
+        Some([
+            seg(a0, l0, f0),
+            seg(
+                u64::from_le(d1.addr.load(Ordering::Relaxed)),
+                u32::from_le(d1.len.load(Ordering::Relaxed)),
+                f1,
+            ),
+            seg(
+                u64::from_le(d2.addr.load(Ordering::Relaxed)),
+                u32::from_le(d2.len.load(Ordering::Relaxed)),
+                f2,
+            ),
+        ])
     }
 
     /// Follows the chain from `head` (§2.7.5), including one indirect table (§2.7.5.3).
@@ -222,7 +341,7 @@ impl SplitRing {
     /// has consumed, which the driver's window cannot reach while the device
     /// keeps polling. The event is moved only once it has fallen
     /// `event_lag` behind, so a polling device rewrites it rarely.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn disable_kicks(&mut self) {
         if self.event_idx {
             let behind = self.next_avail.wrapping_sub(1);
@@ -230,7 +349,7 @@ impl SplitRing {
                 Some((0, event)) if behind.wrapping_sub(event) <= self.event_lag => {}
                 _ => self.write_kicks(0, behind),
             }
-        } else {
+        } else if self.kicks_written != Some((VIRTQ_USED_F_NO_NOTIFY, 0)) {
             self.write_kicks(VIRTQ_USED_F_NO_NOTIFY, 0);
         }
     }
@@ -269,14 +388,81 @@ impl SplitRing {
 
 impl ChainRing for SplitRing {
     #[inline(always)]
+    fn any_available(&mut self) -> bool {
+        SplitRing::any_available(self)
+    }
+
+    #[inline(always)]
     fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String> {
         SplitRing::pop(self, mem, out)
+    }
+
+    #[inline(always)]
+    fn take_three(&mut self, mem: &mut MemCheck) -> Next {
+        SplitRing::take_three(self, mem)
     }
 
     #[inline]
     fn push_used(&mut self, id: u16, _skip: u16, len: u32) {
         SplitRing::push_used(self, id, len)
     }
+
+    #[inline]
+    fn publish(&mut self) -> bool {
+        SplitRing::publish(self)
+    }
+
+    #[inline]
+    fn enable_kicks(&mut self) {
+        SplitRing::enable_kicks(self)
+    }
+
+    #[inline]
+    fn disable_kicks(&mut self) {
+        SplitRing::disable_kicks(self)
+    }
+}
+
+/// Entry `i` of an indirect table of `n` entries, if the walk would take
+/// it as one of three: NEXT (to an entry of the table) unless it is the
+/// `last`, never INDIRECT. Its buffer and its `next`.
+#[inline(always)]
+fn three_entry(table: &GuestRange, n: u16, i: u16, last: bool) -> Option<(RawSeg, u16)> {
+    let (addr, len, flags, next) = table.desc16(usize::from(i))?;
+    let flags = SplitDescFlags::from_bits_retain(flags);
+    let expected = if last {
+        SplitDescFlags::empty()
+    } else {
+        SplitDescFlags::NEXT
+    };
+    let walk = SplitDescFlags::NEXT | SplitDescFlags::INDIRECT;
+    if flags.intersection(walk) != expected || (!last && next >= n) {
+        return None;
+    }
+    let seg = RawSeg {
+        addr,
+        len,
+        write: flags.contains(SplitDescFlags::WRITE),
+    };
+    Some((seg, next))
+}
+
+/// The three buffers of a split-format indirect table of `len` bytes at
+/// `addr` when [`walk_indirect`] would find exactly three, linked by NEXT
+/// from entry 0, and no fault; else `None`.
+#[inline(always)]
+fn three_indirect(mem: &mut MemCheck, addr: u64, len: u32) -> Option<[RawSeg; 3]> {
+    // `walk_indirect` follows at most `n` entries (its count, cut to 16 bits
+    // as it cuts it).
+    let n = (len / 16) as u16;
+    if len & 15 != 0 || n < 3 {
+        return None;
+    }
+    let table = mem.range(addr, u64::from(len)).ok()?;
+    let (s0, n0) = three_entry(&table, n, 0, false)?;
+    let (s1, n1) = three_entry(&table, n, n0, false)?;
+    let (s2, _) = three_entry(&table, n, n1, true)?;
+    Some([s0, s1, s2])
 }
 
 /// Reads a split-format indirect table of `len` bytes at `addr` (§2.7.5.3).

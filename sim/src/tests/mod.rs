@@ -6,6 +6,7 @@ mod hostile_control;
 mod misc;
 mod packed;
 mod split;
+mod take_three;
 
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU32, Ordering};

@@ -185,7 +185,8 @@ impl Shared {
             };
             let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
             let stalled = slot.stalled.load(Ordering::SeqCst);
-            if !stalled && self.config.needs_reset_after.is_none() && state.in_order_ready() {
+            // `in_order_ready` covers the completion budget too.
+            if !stalled && state.in_order_ready() {
                 if state.idle_round(kicks) {
                     return StepOutcome::default();
                 }

@@ -203,7 +203,7 @@ impl Shared {
         }
         if outcome.completed > 0 {
             slot.completed
-                .fetch_add(outcome.completed as u64, Ordering::Relaxed);
+                .fetch_add(u64::from(outcome.completed), Ordering::Relaxed);
         }
         if outcome.notify && take_one(&slot.drop_interrupts) {
             slot.dropped_interrupts.fetch_add(1, Ordering::Relaxed);
@@ -338,7 +338,7 @@ impl SimDevice {
     pub fn step(&self, queue: u16) -> usize {
         self.shared
             .step_queue(queue, Kicks::Enable, false)
-            .completed
+            .completed as usize
     }
 
     /// Serves queue `queue` once as a polling device thread
@@ -349,7 +349,7 @@ impl SimDevice {
     pub fn poll_step(&self, queue: u16) -> usize {
         self.shared
             .step_queue(queue, Kicks::Disable, false)
-            .completed
+            .completed as usize
     }
 
     /// Steps queue `queue` like [`SimDevice::step`] only if a kick arrived
@@ -389,7 +389,7 @@ impl SimDevice {
 
     /// Like [`SimDevice::step`], but completes every pending request, including held-back ones.
     pub fn drain(&self, queue: u16) -> usize {
-        self.shared.step_queue(queue, Kicks::Enable, true).completed
+        self.shared.step_queue(queue, Kicks::Enable, true).completed as usize
     }
 
     /// Counters of queue `queue` (zeros for a queue the device does not have).

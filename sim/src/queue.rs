@@ -93,15 +93,15 @@ fn reserve(budget: &AtomicU64, want: usize) -> usize {
     granted as usize
 }
 
-/// What one step did.
+/// What one step did. Twelve bytes, so it comes back in registers.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct StepOutcome {
-    /// Requests completed.
-    pub(crate) completed: usize,
+    /// Requests completed (at most a ring's worth and the acts' few).
+    pub(crate) completed: u32,
     /// A used-buffer notification is due.
     pub(crate) notify: bool,
-    /// Requests held back for a later step.
-    pub(crate) pending: usize,
+    /// Requests held back for a later step (at most a ring's worth).
+    pub(crate) pending: u32,
     /// The ring hit a fault it cannot recover from in this step.
     pub(crate) broke: bool,
 }
@@ -152,7 +152,8 @@ impl Work<'_, '_> {
             set_kicks(ring, kicks);
         }
         StepOutcome {
-            completed,
+            // At most `max`, a queue size.
+            completed: completed as u32,
             notify,
             pending: 0,
             broke,
@@ -509,7 +510,7 @@ impl QueueState {
                 // Publish the lie; nothing else is served from now on.
                 let notify = self.ring.publish();
                 return StepOutcome {
-                    completed,
+                    completed: completed as u32,
                     notify,
                     ..Default::default()
                 };
@@ -530,9 +531,10 @@ impl QueueState {
             set_kicks(&mut self.ring);
         }
         StepOutcome {
-            completed: completed + n,
+            // Both bounded by the queue size (acts complete at most one each).
+            completed: (completed + n) as u32,
             notify,
-            pending: self.pending.len(),
+            pending: self.pending.len() as u32,
             broke,
         }
     }

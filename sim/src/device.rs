@@ -183,16 +183,15 @@ impl Shared {
             let Some(state) = guard.as_mut() else {
                 return StepOutcome::default();
             };
-            let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
             let stalled = slot.stalled.load(Ordering::SeqCst);
             // `in_order_ready` covers the completion budget too.
             if !stalled && state.in_order_ready() {
                 if state.idle_round(kicks) {
                     return StepOutcome::default();
                 }
-                let ctx = state.ctx(&self.config, &self.disk);
-                state.step_in_order(&ctx, kicks, &mut report)
+                state.step_in_order(self, queue, kicks)
             } else {
+                let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
                 self.step_general(state, queue, kicks, drain, stalled, &mut report)
             }
         };

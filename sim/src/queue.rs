@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use virtio_blk_mq::{Features, RingKind};
 
 use crate::config::{CompletionOrder, SimConfig};
+use crate::device::Shared;
 use crate::disk::Disk;
 use crate::hostile::{garbage_flags, Hostile};
 use crate::mem::MemCheck;
@@ -480,16 +481,14 @@ impl QueueState {
             Kicks::Enable => ring.enable_kicks(),
             Kicks::Disable => ring.disable_kicks(),
         };
-        if self.pending.is_empty() && self.acts.is_empty() {
-            if !self.ring.has_available() {
-                // Nothing to take, hold, perform or publish: the round of a
-                // polling device that finds the ring empty.
-                set_kicks(&mut self.ring);
-                return StepOutcome::default();
-            }
-            if !args.stalled && self.rng.is_none() && args.budget.is_none() {
-                return self.step_in_order(ctx, args.kicks, report);
-            }
+        // With no stall, shuffle, budget, pending request or act, a step with
+        // work would be the in-order one, but `step_queue` takes that step
+        // itself (`in_order_ready`) and does not call this.
+        if self.pending.is_empty() && self.acts.is_empty() && !self.ring.has_available() {
+            // Nothing to take, hold, perform or publish: the round of a
+            // polling device that finds the ring empty.
+            set_kicks(&mut self.ring);
+            return StepOutcome::default();
         }
         let broke = self.collect(report);
         if args.stalled {
@@ -552,13 +551,20 @@ impl QueueState {
     /// threads' loops) then runs this one copy, whose serving loop keeps its
     /// helpers inlined; inlined into a caller, the loop came out up to a
     /// third longer, differently for each.
+    ///
+    /// It takes the device and the queue's number rather than a request
+    /// context and a report closure built by the caller: at one request per
+    /// step, building those on every step cost more than the request's own
+    /// address checks.
     #[inline(never)]
     pub(crate) fn step_in_order(
         &mut self,
-        ctx: &ReqCtx<'_>,
+        shared: &Shared,
+        queue: u16,
         kicks: Kicks,
-        report: &mut dyn FnMut(String),
     ) -> StepOutcome {
+        let report = &mut |m: String| shared.report(format!("queue {queue}: {m}"));
+        let ctx = &self.ctx(&shared.config, &shared.disk);
         if self.serving.mem.refresh() && self.areas_gone(report) {
             return StepOutcome {
                 broke: true,

@@ -10,6 +10,7 @@ use virtio_blk_mq::{DeviceStatus, Features, RingKind};
 use crate::config::SimConfig;
 use crate::disk::Disk;
 use crate::hostile::Hostile;
+use crate::lock::StateLock;
 use crate::queue::{Kicks, QueueState, StepArgs, StepOutcome};
 use crate::threads::{SimThreads, ThreadMode};
 use crate::transport::SimTransport;
@@ -49,7 +50,7 @@ pub(crate) type Callback = Arc<dyn Fn() + Send + Sync>;
 /// Per-queue shared state.
 pub(crate) struct QueueSlot {
     /// Device-side ring state; `None` while the queue is not enabled.
-    pub(crate) state: Mutex<Option<QueueState>>,
+    pub(crate) state: StateLock<Option<QueueState>>,
     pub(crate) kicks: AtomicU64,
     pub(crate) used_notifications: AtomicU64,
     pub(crate) completed: AtomicU64,
@@ -82,7 +83,7 @@ pub(crate) fn take_one(pending: &AtomicU32) -> bool {
 impl QueueSlot {
     fn new() -> QueueSlot {
         QueueSlot {
-            state: Mutex::new(None),
+            state: StateLock::new(None),
             kicks: AtomicU64::new(0),
             used_notifications: AtomicU64::new(0),
             completed: AtomicU64::new(0),
@@ -155,7 +156,7 @@ impl Shared {
     /// The caller holds `control`.
     pub(crate) fn reset_queues(&self) {
         for slot in &self.queues {
-            *lock(&slot.state) = None;
+            *slot.state.lock() = None;
             slot.stalled.store(false, Ordering::SeqCst);
             slot.was_reset.store(false, Ordering::SeqCst);
         }
@@ -179,19 +180,19 @@ impl Shared {
             return StepOutcome::default();
         }
         let outcome = {
-            let mut guard = lock(&slot.state);
+            let mut guard = slot.state.lock();
             let Some(state) = guard.as_mut() else {
                 return StepOutcome::default();
             };
-            let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
             let stalled = slot.stalled.load(Ordering::SeqCst);
-            if !stalled && self.config.needs_reset_after.is_none() && state.in_order_ready() {
+            // `in_order_ready` covers the completion budget too.
+            if !stalled && state.in_order_ready() {
                 if state.idle_round(kicks) {
                     return StepOutcome::default();
                 }
-                let ctx = state.ctx(&self.config, &self.disk);
-                state.step_in_order(&ctx, kicks, &mut report)
+                state.step_in_order(self, queue, kicks)
             } else {
+                let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
                 self.step_general(state, queue, kicks, drain, stalled, &mut report)
             }
         };
@@ -202,7 +203,7 @@ impl Shared {
         }
         if outcome.completed > 0 {
             slot.completed
-                .fetch_add(outcome.completed as u64, Ordering::Relaxed);
+                .fetch_add(u64::from(outcome.completed), Ordering::Relaxed);
         }
         if outcome.notify && take_one(&slot.drop_interrupts) {
             slot.dropped_interrupts.fetch_add(1, Ordering::Relaxed);
@@ -250,7 +251,7 @@ impl Shared {
         fence(Ordering::SeqCst);
         self.queues
             .get(usize::from(queue))
-            .and_then(|slot| lock(&slot.state).as_ref().map(QueueState::has_available))
+            .and_then(|slot| slot.state.lock().as_ref().map(QueueState::has_available))
             .unwrap_or(false)
     }
 
@@ -337,7 +338,7 @@ impl SimDevice {
     pub fn step(&self, queue: u16) -> usize {
         self.shared
             .step_queue(queue, Kicks::Enable, false)
-            .completed
+            .completed as usize
     }
 
     /// Serves queue `queue` once as a polling device thread
@@ -348,7 +349,7 @@ impl SimDevice {
     pub fn poll_step(&self, queue: u16) -> usize {
         self.shared
             .step_queue(queue, Kicks::Disable, false)
-            .completed
+            .completed as usize
     }
 
     /// Steps queue `queue` like [`SimDevice::step`] only if a kick arrived
@@ -388,7 +389,7 @@ impl SimDevice {
 
     /// Like [`SimDevice::step`], but completes every pending request, including held-back ones.
     pub fn drain(&self, queue: u16) -> usize {
-        self.shared.step_queue(queue, Kicks::Enable, true).completed
+        self.shared.step_queue(queue, Kicks::Enable, true).completed as usize
     }
 
     /// Counters of queue `queue` (zeros for a queue the device does not have).
@@ -458,7 +459,7 @@ impl SimDevice {
             .get(usize::from(queue))
             .ok_or_else(|| format!("the device has no queue {queue}"))?;
         {
-            let mut guard = lock(&slot.state);
+            let mut guard = slot.state.lock();
             let state = guard.as_mut().ok_or_else(|| {
                 format!("queue {queue} is not enabled; set it up before injecting {act:?}")
             })?;

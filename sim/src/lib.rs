@@ -28,6 +28,7 @@ mod disk;
 mod hal;
 pub mod harness;
 mod hostile;
+mod lock;
 mod mem;
 mod packed;
 mod queue;

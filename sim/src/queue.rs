@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use virtio_blk_mq::{Features, RingKind};
 
 use crate::config::{CompletionOrder, SimConfig};
+use crate::device::Shared;
 use crate::disk::Disk;
 use crate::hostile::{garbage_flags, Hostile};
 use crate::mem::MemCheck;
@@ -93,15 +94,15 @@ fn reserve(budget: &AtomicU64, want: usize) -> usize {
     granted as usize
 }
 
-/// What one step did.
+/// What one step did. Twelve bytes, so it comes back in registers.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct StepOutcome {
-    /// Requests completed.
-    pub(crate) completed: usize,
+    /// Requests completed (at most a ring's worth and the acts' few).
+    pub(crate) completed: u32,
     /// A used-buffer notification is due.
     pub(crate) notify: bool,
-    /// Requests held back for a later step.
-    pub(crate) pending: usize,
+    /// Requests held back for a later step (at most a ring's worth).
+    pub(crate) pending: u32,
     /// The ring hit a fault it cannot recover from in this step.
     pub(crate) broke: bool,
 }
@@ -152,7 +153,8 @@ impl Work<'_, '_> {
             set_kicks(ring, kicks);
         }
         StepOutcome {
-            completed,
+            // At most `max`, a queue size.
+            completed: completed as u32,
             notify,
             pending: 0,
             broke,
@@ -285,43 +287,52 @@ pub(crate) struct QueueState {
     /// A hostile act left the used side out of step with the driver's chains:
     /// the queue takes, completes and touches nothing until it is reset.
     stopped: bool,
+    /// The device has a completion budget
+    /// ([`SimConfig::needs_reset_after`]): fixed for the queue's life.
+    budgeted: bool,
+    /// Whether a step must take the general path, kept beside the fields
+    /// that decide it ([`Self::must_generalise`]) so that the step of a
+    /// queue with nothing special about it tests one byte, not six fields.
+    /// Updated wherever those fields change.
+    general: bool,
 }
 
 /// The ids of the last `cap` completions, in a ring: what
 /// [`QueueState::free_id`] needs, kept at a store per completion.
 struct Recent {
-    /// `cap` slots; the first `next` hold ids until the ring is `full`.
+    /// A power of two of slots, at least `cap`; completion `n` (counted
+    /// from 0) went to slot `n & mask`, so a push needs no wrap test.
     ids: Vec<u16>,
-    /// Where the next id goes.
-    next: usize,
-    /// Every slot holds an id.
-    full: bool,
+    mask: usize,
+    /// Completions recorded, free-running.
+    pushed: usize,
+    /// How many of the last ids count: the queue size.
+    cap: usize,
 }
 
 impl Recent {
     fn new(cap: u16) -> Recent {
+        let slots = usize::from(cap).next_power_of_two();
         Recent {
-            ids: vec![0; usize::from(cap)],
-            next: 0,
-            full: false,
+            ids: vec![0; slots],
+            mask: slots - 1,
+            pushed: 0,
+            cap: usize::from(cap),
         }
     }
 
     #[inline]
     fn push(&mut self, id: u16) {
-        if let Some(slot) = self.ids.get_mut(self.next) {
+        if let Some(slot) = self.ids.get_mut(self.pushed & self.mask) {
             *slot = id;
         }
-        self.next += 1;
-        if self.next >= self.ids.len() {
-            self.next = 0;
-            self.full = true;
-        }
+        self.pushed = self.pushed.wrapping_add(1);
     }
 
+    /// The last `cap` ids recorded (fewer before that many were), newest first.
     fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        let held = if self.full { self.ids.len() } else { self.next };
-        self.ids.iter().take(held).copied()
+        let held = self.pushed.min(self.cap);
+        (1..=held).map(move |back| self.ids[self.pushed.wrapping_sub(back) & self.mask])
     }
 }
 
@@ -355,7 +366,10 @@ impl QueueState {
             broken: false,
             acts: VecDeque::new(),
             stopped: false,
-        })
+            budgeted: config.needs_reset_after.is_some(),
+            general: false,
+        }
+        .settled())
     }
 
     /// What its requests need to know about the device.
@@ -375,6 +389,7 @@ impl QueueState {
     /// Queues a hostile act for the next step (the caller checked it applies).
     pub(crate) fn push_act(&mut self, act: Hostile) {
         self.acts.push_back(act);
+        self.general = true;
     }
 
     /// True when the driver has made buffers available the device has not taken.
@@ -384,6 +399,25 @@ impl QueueState {
 
     fn fail(&mut self, msg: String, report: &mut dyn FnMut(String)) {
         fail(&mut self.broken, msg, report);
+        self.general = true;
+    }
+
+    /// True when a step must take the general path: the queue is broken or
+    /// stopped, completes out of order or within a budget, holds requests
+    /// back, or has hostile acts queued. `general` caches this.
+    fn must_generalise(&self) -> bool {
+        self.broken
+            || self.stopped
+            || self.rng.is_some()
+            || self.budgeted
+            || !self.pending.is_empty()
+            || !self.acts.is_empty()
+    }
+
+    /// `self` with `general` brought up to date.
+    fn settled(mut self) -> QueueState {
+        self.general = self.must_generalise();
+        self
     }
 
     /// The round of a polling device that finds the ring empty, when
@@ -403,15 +437,11 @@ impl QueueState {
     }
 
     /// True when [`Self::step_in_order`] may take the step: nothing can
-    /// make it hold a request back or lie (the caller checks the stall and
-    /// the completion budget).
+    /// make it hold a request back or lie (the caller checks the stall).
     #[inline]
     pub(crate) fn in_order_ready(&self) -> bool {
-        !self.broken
-            && !self.stopped
-            && self.rng.is_none()
-            && self.pending.is_empty()
-            && self.acts.is_empty()
+        debug_assert_eq!(self.general, self.must_generalise());
+        !self.general
     }
 
     /// Takes every available request; unless stalled, performs the queued
@@ -421,6 +451,18 @@ impl QueueState {
     /// suppression and decides on a used-buffer notification.
     #[inline(never)]
     pub(crate) fn step(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        args: StepArgs<'_>,
+        report: &mut dyn FnMut(String),
+    ) -> StepOutcome {
+        let outcome = self.step_general(ctx, args, report);
+        self.general = self.must_generalise();
+        outcome
+    }
+
+    /// [`Self::step`], before `general` is brought up to date.
+    fn step_general(
         &mut self,
         ctx: &ReqCtx<'_>,
         args: StepArgs<'_>,
@@ -439,16 +481,14 @@ impl QueueState {
             Kicks::Enable => ring.enable_kicks(),
             Kicks::Disable => ring.disable_kicks(),
         };
-        if self.pending.is_empty() && self.acts.is_empty() {
-            if !self.ring.has_available() {
-                // Nothing to take, hold, perform or publish: the round of a
-                // polling device that finds the ring empty.
-                set_kicks(&mut self.ring);
-                return StepOutcome::default();
-            }
-            if !args.stalled && self.rng.is_none() && args.budget.is_none() {
-                return self.step_in_order(ctx, args.kicks, report);
-            }
+        // With no stall, shuffle, budget, pending request or act, a step with
+        // work would be the in-order one, but `step_queue` takes that step
+        // itself (`in_order_ready`) and does not call this.
+        if self.pending.is_empty() && self.acts.is_empty() && !self.ring.has_available() {
+            // Nothing to take, hold, perform or publish: the round of a
+            // polling device that finds the ring empty.
+            set_kicks(&mut self.ring);
+            return StepOutcome::default();
         }
         let broke = self.collect(report);
         if args.stalled {
@@ -469,7 +509,7 @@ impl QueueState {
                 // Publish the lie; nothing else is served from now on.
                 let notify = self.ring.publish();
                 return StepOutcome {
-                    completed,
+                    completed: completed as u32,
                     notify,
                     ..Default::default()
                 };
@@ -490,9 +530,10 @@ impl QueueState {
             set_kicks(&mut self.ring);
         }
         StepOutcome {
-            completed: completed + n,
+            // Both bounded by the queue size (acts complete at most one each).
+            completed: (completed + n) as u32,
             notify,
-            pending: self.pending.len(),
+            pending: self.pending.len() as u32,
             broke,
         }
     }
@@ -510,13 +551,20 @@ impl QueueState {
     /// threads' loops) then runs this one copy, whose serving loop keeps its
     /// helpers inlined; inlined into a caller, the loop came out up to a
     /// third longer, differently for each.
+    ///
+    /// It takes the device and the queue's number rather than a request
+    /// context and a report closure built by the caller: at one request per
+    /// step, building those on every step cost more than the request's own
+    /// address checks.
     #[inline(never)]
     pub(crate) fn step_in_order(
         &mut self,
-        ctx: &ReqCtx<'_>,
+        shared: &Shared,
+        queue: u16,
         kicks: Kicks,
-        report: &mut dyn FnMut(String),
     ) -> StepOutcome {
+        let report = &mut |m: String| shared.report(format!("queue {queue}: {m}"));
+        let ctx = &self.ctx(&shared.config, &shared.disk);
         if self.serving.mem.refresh() && self.areas_gone(report) {
             return StepOutcome {
                 broke: true,
@@ -529,10 +577,14 @@ impl QueueState {
             s: &mut self.serving,
             report: &mut *report,
         };
-        match &mut self.ring {
+        let outcome = match &mut self.ring {
             Ring::Split(r) => work.run(r, max, kicks, &mut self.broken),
             Ring::Packed(r) => work.run(r, max, kicks, &mut self.broken),
+        };
+        if outcome.broke {
+            self.general = true;
         }
+        outcome
     }
 
     /// After some DMA memory was freed: checks the ring areas again; true

@@ -32,7 +32,15 @@ pub(crate) struct SplitRing {
     /// `avail_event`), so a polling device does not rewrite the driver's
     /// cache line on every round; `None` until the first write.
     kicks_written: Option<(u16, u16)>,
-    /// See [`Self::event_lag`].
+    /// What [`Self::disable_kicks`] needs of `kicks_written`, in the form
+    /// it tests: the state written disables kicks (NO_NOTIFY; with
+    /// EVENT_IDX, flags 0 and an `avail_event` that stays behind the
+    /// device while `next_avail - off_from <= event_lag`) ...
+    kicks_off: bool,
+    /// ... where `off_from` is that `avail_event + 1`.
+    off_from: u16,
+    /// See [`Self::event_lag`]; without EVENT_IDX `u16::MAX`, as NO_NOTIFY
+    /// never falls behind.
     event_lag: u16,
 }
 
@@ -48,7 +56,13 @@ impl SplitRing {
             published_used: 0,
             avail_seen: 0,
             kicks_written: None,
-            event_lag: SplitRing::event_lag(size),
+            kicks_off: false,
+            off_from: 0,
+            event_lag: if event_idx {
+                SplitRing::event_lag(size)
+            } else {
+                u16::MAX
+            },
         }
     }
 
@@ -343,13 +357,19 @@ impl SplitRing {
     /// `event_lag` behind, so a polling device rewrites it rarely.
     #[inline(always)]
     pub(crate) fn disable_kicks(&mut self) {
+        // With EVENT_IDX: `avail_event` is at most `event_lag` behind
+        // `next_avail - 1`.
+        if !(self.kicks_off && self.next_avail.wrapping_sub(self.off_from) <= self.event_lag) {
+            self.write_disabled();
+        }
+    }
+
+    /// [`Self::disable_kicks`] when the state written does not do.
+    #[inline(never)]
+    fn write_disabled(&mut self) {
         if self.event_idx {
-            let behind = self.next_avail.wrapping_sub(1);
-            match self.kicks_written {
-                Some((0, event)) if behind.wrapping_sub(event) <= self.event_lag => {}
-                _ => self.write_kicks(0, behind),
-            }
-        } else if self.kicks_written != Some((VIRTQ_USED_F_NO_NOTIFY, 0)) {
+            self.write_kicks(0, self.next_avail.wrapping_sub(1));
+        } else {
             self.write_kicks(VIRTQ_USED_F_NO_NOTIFY, 0);
         }
     }
@@ -374,6 +394,12 @@ impl SplitRing {
             return;
         }
         self.kicks_written = Some((flags, event));
+        self.kicks_off = if self.event_idx {
+            flags == 0
+        } else {
+            flags == VIRTQ_USED_F_NO_NOTIFY
+        };
+        self.off_from = event.wrapping_add(1);
         // Relaxed: the caller orders them (a fence before re-checking the ring).
         self.areas
             .used_flags()

@@ -37,11 +37,11 @@ impl SimThreads {
         let stop = Arc::new(AtomicBool::new(false));
         // Counted before any thread runs, so no kick is skipped as "inline".
         let enabled = (0..shared.queues.len())
-            .filter(|&q| lock(&shared.queues[q].state).is_some())
+            .filter(|&q| shared.queues[q].state.lock().is_some())
             .count();
         shared.device_threads.fetch_add(enabled, Ordering::AcqRel);
         let handles: Vec<JoinHandle<()>> = (0..shared.queues.len() as u16)
-            .filter(|&q| lock(&shared.queues[usize::from(q)].state).is_some())
+            .filter(|&q| shared.queues[usize::from(q)].state.lock().is_some())
             .filter_map(|q| {
                 let (shared, stop) = (shared.clone(), stop.clone());
                 std::thread::Builder::new()

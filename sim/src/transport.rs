@@ -235,7 +235,7 @@ impl Transport for SimTransport {
             ));
             return Err(TransportError::BadQueueSize(size));
         }
-        let mut state = lock(&slot.state);
+        let mut state = slot.state.lock();
         if state.is_some() {
             return Err(TransportError::QueueInUse(queue));
         }
@@ -290,7 +290,7 @@ impl Transport for SimTransport {
         }
         // Taking the state lock waits for a step in progress; no later step
         // finds the queue's memory.
-        *lock(&slot.state) = None;
+        *slot.state.lock() = None;
         slot.stalled.store(false, Ordering::SeqCst);
         slot.was_reset.store(true, Ordering::SeqCst);
         Ok(())

@@ -57,6 +57,7 @@ pub fn serve(mem: &Memory, chain: DescriptorChain<&Memory>, disk: &Disk) -> u32 
 
 /// Serves the split-ring chain whose head is `head` in the descriptor table
 /// `table` (the driver's table as one validated slice of `size` entries).
+#[inline(never)]
 pub fn serve_split(
     mem: &Memory,
     table: VolatileSlice<'_>,

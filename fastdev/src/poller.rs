@@ -17,7 +17,7 @@ use std::sync::PoisonError;
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, VolatileSlice};
+use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, VolatileMemory, VolatileSlice};
 
 use crate::backend::Connection;
 use crate::device::{Idle, QueueCounters};
@@ -253,10 +253,12 @@ impl Poller<'_> {
             // Ring slots are indices modulo the size (§2.7.6), as in
             // virtio-queue; `slot < size`, so inside the slice.
             let slot = usize::from(next_avail % size);
-            let Ok(head) = avail.read_obj::<u16>(4 + 2 * slot) else {
-                return None;
+            // In bounds (slot < size), so this cannot fail; were it to, the
+            // pass stops with the ring broken rather than serve twice.
+            let Ok(head) = avail.get_ref::<u16>(4 + 2 * slot) else {
+                return Some(Err(self.broke_at("reading the available ring")));
             };
-            let head = u16::from_le(head);
+            let head = u16::from_le(head.load());
             if head >= size {
                 // virtio-queue's add_used refuses such a head: the ring is broken.
                 self.queue.set_next_avail(next_avail);
@@ -268,9 +270,11 @@ impl Poller<'_> {
             let len = request::serve_split(mem, table, size, head, disk);
             let slot = usize::from(next_used % size);
             let element = (u64::from(len) << 32) | u64::from(head);
-            if used.write_obj(element.to_le(), 4 + 8 * slot).is_err() {
-                return None;
-            }
+            // One volatile 8-byte write (id, len), unaligned-safe.
+            let Ok(slot) = used.get_ref::<u64>(4 + 8 * slot) else {
+                return Some(Err(self.broke_at("writing the used ring")));
+            };
+            slot.store(element.to_le());
             next_avail = next_avail.wrapping_add(1);
             next_used = next_used.wrapping_add(1);
         }

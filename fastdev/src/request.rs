@@ -14,7 +14,7 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
-use vm_memory::{Address, Bytes, VolatileSlice};
+use vm_memory::{Address, VolatileMemory, VolatileSlice};
 
 use crate::config::SECTOR;
 use crate::disk::Disk;
@@ -111,9 +111,12 @@ impl<'a> SplitChain<'a> {
             return None;
         }
         // `index < entries <= table.len() / 16`: the 16 bytes are inside the
-        // slice; `read_obj` copies them (no alignment needed) and fails
-        // rather than panics on anything else.
-        self.table.read_obj::<Descriptor>(index as usize * 16).ok()
+        // slice; `get_ref` checks that again and `load` is one volatile read
+        // (unaligned-safe: vm-memory reads through a packed wrapper).
+        self.table
+            .get_ref::<Descriptor>(index as usize * 16)
+            .ok()
+            .map(|d| d.load())
     }
 }
 
@@ -164,7 +167,12 @@ fn serve_descriptors(
     }
     let Some(bytes) = mem
         .slice(header.addr(), HEADER_BYTES as usize)
-        .and_then(|slice| slice.read_obj::<[u8; 16]>(0).ok())
+        .and_then(|slice| {
+            slice
+                .get_ref::<[u8; 16]>(0)
+                .ok()
+                .map(|header| header.load())
+        })
     else {
         return 0;
     };
@@ -207,9 +215,10 @@ fn serve_descriptors(
     let Some(status_byte) = mem.slice(status_addr, 1) else {
         return 0;
     };
-    if status_byte.write_obj(code, 0).is_err() {
+    let Ok(status_byte) = status_byte.get_ref::<u8>(0) else {
         return 0;
-    }
+    };
+    status_byte.store(code);
     request.written.saturating_add(1)
 }
 
@@ -276,6 +285,7 @@ mod tests {
     };
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::Bytes;
     use vm_memory::{GuestAddress, GuestMemoryMmap};
 
     const HEADER: u64 = 0x10_0000;

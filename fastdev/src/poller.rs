@@ -10,6 +10,13 @@
 //! `VRING_USED_F_NO_NOTIFY` without it, so a driver that honours either
 //! almost never kicks. Used-buffer notifications follow the driver's
 //! `used_event` (or its NO_INTERRUPT flag), checked once per pass.
+//!
+//! A pass reads the three rings through slices validated once per pass
+//! (`fast_pass`, `request::SplitChain`) and publishes the used index once;
+//! rings that do not each lie in one region go through virtio-queue's
+//! iterator and `add_used`. Under callgrind (vblk-bench, null disk, 4 KiB
+//! random reads, split ring, qd32) a pass costs about 440 instructions per
+//! request, from about 1 190 through virtio-queue's iterator and add_used.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::PoisonError;

@@ -8,7 +8,12 @@ use virtio_blk_sim::SimDevice;
 
 fn event_idx_kicks_once_per_batch_the_device_has_not_seen(ring: RingKind) {
     let sim = SimDevice::new(sim_config(ring));
-    let (device, mut queue) = start(&sim, Config::default());
+    // Batches of 32 published by commit alone.
+    let config = Config {
+        publish_batch: 0,
+        ..Config::default()
+    };
+    let (device, mut queue) = start(&sim, config);
     assert!(device.info().features.contains(Features::EVENT_IDX));
 
     submit_reads(&mut queue, 32);
@@ -42,6 +47,44 @@ fn split_event_idx_kicks_once_per_batch_the_device_has_not_seen() {
 #[test]
 fn packed_event_idx_kicks_once_per_batch_the_device_has_not_seen() {
     event_idx_kicks_once_per_batch_the_device_has_not_seen(RingKind::Packed);
+}
+
+fn a_long_batch_is_published_in_pieces_of_publish_batch(ring: RingKind) {
+    let sim = SimDevice::new(sim_config(ring));
+    let config = Config {
+        publish_batch: 16,
+        ..Config::default()
+    };
+    let (_device, mut queue) = start(&sim, config);
+    submit_reads(&mut queue, 40);
+    // Two pieces of 16 went out without a commit; the last 8 wait for one.
+    assert_eq!(queue.stats().commits, 2);
+    assert_eq!(
+        sim.stats(0).kicks,
+        1,
+        "the idle device asked about the first piece, not yet about the second"
+    );
+    let mut done = 0;
+    for _ in 0..100 {
+        sim.step(0);
+        queue.poll(usize::MAX, |_| done += 1);
+    }
+    assert_eq!(done, 32, "the device sees the published pieces, no more");
+    assert_eq!(queue.in_flight(), 8);
+    queue.commit();
+    assert_eq!(complete_all(&sim, &mut queue).len(), 8);
+    assert_eq!(queue.stats().commits, 3);
+    assert_eq!(queue.stats().completed, 40);
+}
+
+#[test]
+fn split_a_long_batch_is_published_in_pieces_of_publish_batch() {
+    a_long_batch_is_published_in_pieces_of_publish_batch(RingKind::Split);
+}
+
+#[test]
+fn packed_a_long_batch_is_published_in_pieces_of_publish_batch() {
+    a_long_batch_is_published_in_pieces_of_publish_batch(RingKind::Packed);
 }
 
 fn without_event_idx_every_commit_kicks(ring: RingKind) {

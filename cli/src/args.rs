@@ -119,6 +119,12 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub spin_budget: u32,
 
+    /// Requests our driver lets wait unpublished before it publishes them on
+    /// its own (the driver's `Config::publish_batch`); 0 publishes only when
+    /// the job's batch ends. (libblkio's peer publishes every request.)
+    #[arg(long, default_value_t = virtio_blk_mq::DEFAULT_PUBLISH_BATCH)]
+    pub publish_batch: u16,
+
     /// Switch off indirect descriptors (VIRTIO_F_INDIRECT_DESC): each request
     /// takes three descriptors of the ring, which is sized 4 × `--iodepth`.
     #[arg(long)]
@@ -513,6 +519,7 @@ impl Args {
             queues: self.queues,
             queue_size: Some(self.queue_size()),
             max_requests: Some(self.iodepth),
+            publish_batch: self.publish_batch,
             mode: match self.mode {
                 Mode::Poll => virtio_blk_mq::Mode::Poll,
                 Mode::Irq => virtio_blk_mq::Mode::Interrupt,

@@ -205,6 +205,8 @@ pub(super) struct Inner<H: Hal, N: QueueNotifier> {
     /// Slot ids placed since the last commit (capacity: the ring size, so
     /// pushing never allocates).
     pub(super) unpublished: Vec<u16>,
+    /// [`crate::Config::publish_batch`], or `usize::MAX` for never.
+    pub(super) publish_batch: usize,
     pub(super) stats: QueueStats,
     pub(super) teardown: Arc<Teardown<H>>,
     /// Ticks of the request clock (see `check_timeouts`).
@@ -280,6 +282,10 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 mode,
                 fault: None,
                 unpublished: Vec::with_capacity(usize::from(size)),
+                publish_batch: match config.publish_batch {
+                    0 => usize::MAX,
+                    batch => usize::from(batch),
+                },
                 stats: QueueStats::default(),
                 teardown,
                 clock: 0,

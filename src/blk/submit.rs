@@ -372,6 +372,9 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         slot.horizon = 0;
         inner.stats.submitted += 1;
         inner.unpublished.push(id);
+        if inner.unpublished.len() >= inner.publish_batch {
+            self.commit();
+        }
     }
 }
 

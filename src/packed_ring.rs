@@ -70,6 +70,9 @@ pub(crate) struct PackedRing<H: Hal> {
     batch_slots: u16,
     /// Chains added since the last commit: in flight, but not yet the device's.
     batch_chains: u16,
+    /// Ring slots published since the last doorbell decision (`commit`),
+    /// saturating: the range the device's event offset is judged against.
+    undecided_slots: u32,
     /// Used descriptors consumed since the ring was set up (see `Used::seq`).
     consumed: u64,
     notifications: UsedNotifications,
@@ -133,6 +136,7 @@ impl<H: Hal> PackedRing<H> {
             batch_head: None,
             batch_slots: 0,
             batch_chains: 0,
+            undecided_slots: 0,
             consumed: 0,
             notifications: UsedNotifications::On,
             event_off_wrap: 0,
@@ -321,11 +325,13 @@ impl<H: Hal> PackedRing<H> {
         flags
     }
 
-    /// Publishes the batch; true when the device wants a notification.
+    /// Hands the chains added since the last publish to the device, without
+    /// a doorbell decision (`commit` takes that for everything published
+    /// since the last one).
     #[inline]
-    pub(crate) fn commit(&mut self) -> bool {
+    pub(crate) fn publish(&mut self) {
         let Some((head, flags)) = self.batch_head.take() else {
-            return false;
+            return;
         };
         // Rule 1: every descriptor of the batch, and every later head, is
         // written before the first head's flags hand the batch over (Release;
@@ -335,18 +341,38 @@ impl<H: Hal> PackedRing<H> {
             .get(usize::from(head))
             .flags
             .store(flags.to_le(), Ordering::Release);
-        // Rule 2: publish before reading the device's event suppression state.
-        barrier::full(self.platform);
-        let added = self.batch_slots;
+        self.undecided_slots = self
+            .undecided_slots
+            .saturating_add(u32::from(self.batch_slots));
         self.batch_slots = 0;
         self.batch_chains = 0;
+    }
+
+    /// Publishes the batch; true when the device wants a notification about
+    /// anything published since the last commit.
+    #[inline]
+    pub(crate) fn commit(&mut self) -> bool {
+        self.publish();
+        if self.undecided_slots == 0 {
+            return false;
+        }
+        // Rule 2: publish before reading the device's event suppression state.
+        barrier::full(self.platform);
+        let added = self.undecided_slots;
+        self.undecided_slots = 0;
         // One load: flags and off_wrap from the same device write, never a
         // new `flags` with a stale `off_wrap` (or the other way round).
         let snapshot = u32::from_le(self.device_event.get().load(Ordering::Relaxed));
         let (off_wrap, flags) = (snapshot as u16, (snapshot >> 16) as u16);
         match flags {
             packed_event::DISABLE => false,
-            packed_event::DESC if self.event_idx => self.event_in_batch(off_wrap, added),
+            // More than a lap since the last decision: the event lies among
+            // them wherever it is, unless the device took everything; an
+            // extra doorbell is always allowed (§2.9).
+            packed_event::DESC if self.event_idx => match u16::try_from(added) {
+                Ok(added) if added <= self.size() => self.event_in_batch(off_wrap, added),
+                _ => true,
+            },
             _ => true,
         }
     }

@@ -197,8 +197,16 @@ impl<H: Hal> Ring<H> {
         at.id
     }
 
+    /// Hands everything added since the last publish to the device, leaving
+    /// the doorbell to the next `commit`.
+    #[inline]
+    pub(crate) fn publish(&mut self) {
+        dispatch!(self, r => r.publish())
+    }
+
     /// Publishes everything added since the last commit; true when the device
-    /// asked to be notified about it.
+    /// asked to be notified about it (or about anything published since the
+    /// last commit).
     #[inline]
     pub(crate) fn commit(&mut self) -> bool {
         dispatch!(self, r => r.commit())

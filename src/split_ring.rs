@@ -82,6 +82,11 @@ pub(crate) struct SplitRing<H: Hal> {
     /// Our `avail.idx`; the value last published; ours `last_used_idx`.
     avail_idx: u16,
     published_idx: u16,
+    /// `avail.idx` at the last doorbell decision (`commit`), and how many
+    /// entries were published since (saturating): the range the device's
+    /// `avail_event` is judged against.
+    decided_idx: u16,
+    undecided: u32,
     last_used: u16,
     /// Last `used.idx` read from the device, so a burst is read with one load.
     device_used_idx: u16,
@@ -162,6 +167,8 @@ impl<H: Hal> SplitRing<H> {
             in_flight: 0,
             avail_idx: 0,
             published_idx: 0,
+            decided_idx: 0,
+            undecided: 0,
             last_used: 0,
             device_used_idx: 0,
             consumed: 0,
@@ -342,11 +349,13 @@ impl<H: Hal> SplitRing<H> {
         );
     }
 
-    /// Publishes the batch; true when the device wants a notification.
+    /// Hands the chains added since the last publish to the device, without
+    /// a doorbell decision (`commit` takes that for everything published
+    /// since the last one).
     #[inline]
-    pub(crate) fn commit(&mut self) -> bool {
+    pub(crate) fn publish(&mut self) {
         if self.avail_idx == self.published_idx {
-            return false;
+            return;
         }
         // Rule 1: the ring entries and descriptors above are written before
         // avail.idx hands them over; Release orders them (and, for a
@@ -354,14 +363,31 @@ impl<H: Hal> SplitRing<H> {
         barrier::before_publish(self.platform);
         self.avail_idx_field()
             .store(self.avail_idx.to_le(), Ordering::Release);
+        let added = self.avail_idx.wrapping_sub(self.published_idx);
+        self.undecided = self.undecided.saturating_add(u32::from(added));
+        self.published_idx = self.avail_idx;
+    }
+
+    /// Publishes the batch; true when the device wants a notification about
+    /// anything published since the last commit.
+    #[inline]
+    pub(crate) fn commit(&mut self) -> bool {
+        self.publish();
+        if self.undecided == 0 {
+            return false;
+        }
         // Rule 2: the index store must be visible before we read the device's
         // suppression state, or both sides can decide the other is awake.
         barrier::full(self.platform);
-        let old = self.published_idx;
-        self.published_idx = self.avail_idx;
+        let old = self.decided_idx;
+        // need_event's u16 window cannot tell a range of a whole index lap
+        // from an empty one; an extra doorbell is always allowed (§2.9).
+        let beyond_window = self.undecided > u32::from(u16::MAX);
+        self.decided_idx = self.published_idx;
+        self.undecided = 0;
         if self.event_idx {
             let event = u16::from_le(self.avail_event_cell.get().load(Ordering::Relaxed));
-            need_event(event, self.avail_idx, old)
+            beyond_window || need_event(event, self.published_idx, old)
         } else {
             let flags = u16::from_le(self.used_header.get(0).load(Ordering::Relaxed));
             flags & VIRTQ_USED_F_NO_NOTIFY == 0
@@ -584,6 +610,7 @@ impl<H: Hal> SplitRing<H> {
     pub(crate) fn model_start_at(&mut self, index: u16) {
         self.avail_idx = index;
         self.published_idx = index;
+        self.decided_idx = index;
         self.last_used = index;
         self.device_used_idx = index;
         self.used_event = index;
@@ -664,6 +691,7 @@ mod tests {
         // Three chains published across the u16 wrap of avail.idx.
         r.avail_idx = 65534;
         r.published_idx = 65534;
+        r.decided_idx = 65534;
         r.last_used = 65534;
         let set = |r: &SplitRing<TestHal>, event: u16| {
             r.avail_event_cell
@@ -802,6 +830,7 @@ mod tests {
         // Pretend 65529 buffers went through; the device asked for 65530.
         r.avail_idx = 65529;
         r.published_idx = 65529;
+        r.decided_idx = 65529;
         r.last_used = 65529;
         r.device_used_idx = 65529;
         r.avail_event_cell

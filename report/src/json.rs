@@ -190,6 +190,7 @@ pub fn report(summary: &Summary, version: &str) -> String {
             .field("submitted", Value::Int(stats.submitted))
             .field("completed", Value::Int(stats.completed))
             .field("commits", Value::Int(stats.commits))
+            .field("publishes", Value::Int(stats.publishes))
             .field("kicks", Value::Int(stats.kicks))
             .field("kicks_per_io", Value::Float(summary.kicks_per_io()))
             .field("commits_per_io", Value::Float(summary.commits_per_io()))

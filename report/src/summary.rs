@@ -157,6 +157,7 @@ pub fn add_stats(total: &mut QueueStats, more: &QueueStats) {
     total.submitted += more.submitted;
     total.completed += more.completed;
     total.commits += more.commits;
+    total.publishes += more.publishes;
     total.kicks += more.kicks;
     total.empty_polls += more.empty_polls;
     total.interrupts += more.interrupts;

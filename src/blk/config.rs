@@ -52,9 +52,10 @@ pub struct Config {
     /// Completion mode of every queue.
     pub mode: Mode,
     /// Requests a submit lets wait unpublished: the one that makes this many
-    /// publishes them (a commit, doorbell included if the device asks), and
-    /// [`crate::BlkQueue::commit`] publishes the rest. 0 leaves publishing to
-    /// `commit` alone. Why: a polling device that returns a whole batch at
+    /// hands them to the device, and [`crate::BlkQueue::commit`] publishes
+    /// the rest and decides the doorbell for all of them (a device that waits
+    /// for one learns of the batch at `commit`, as without this; a polling
+    /// device starts earlier). 0 leaves publishing to `commit` alone. Why: a polling device that returns a whole batch at
     /// once and a driver that hands back a whole batch at once fall into
     /// lockstep, each idle while the other works; handing a long batch over
     /// in pieces lets the device start on the first while the rest are

@@ -117,8 +117,12 @@ pub struct QueueStats {
     pub submitted: u64,
     /// Requests completed (any result).
     pub completed: u64,
-    /// Batches published.
+    /// Commits that published or decided a doorbell for anything.
     pub commits: u64,
+    /// Hand-overs to the device: the last piece of each commit, and the
+    /// pieces a long batch went out in before it
+    /// ([`crate::Config::publish_batch`]).
+    pub publishes: u64,
     /// Doorbells rung: commits the device asked to hear about.
     pub kicks: u64,
     /// `poll` calls that found nothing.
@@ -162,8 +166,9 @@ pub(super) struct Slot<H: Hal> {
     pub(super) writable: u32,
     pub(super) buffer: Option<DmaBuffer<H>>,
     pub(super) in_flight: bool,
-    /// The commit that publishes (or published) the request: a completion
-    /// the device sends before that commit is for a request it never saw.
+    /// The publish that hands (or handed) the request over, counted in
+    /// `QueueStats::publishes`: a completion the device sends before it is
+    /// for a request it never saw.
     pub(super) batch: u64,
     /// The queue clock when the request was placed (see `check_timeouts`).
     pub(super) placed_at: u32,
@@ -207,6 +212,9 @@ pub(super) struct Inner<H: Hal, N: QueueNotifier> {
     pub(super) unpublished: Vec<u16>,
     /// [`crate::Config::publish_batch`], or `usize::MAX` for never.
     pub(super) publish_batch: usize,
+    /// Requests were published since the last commit: its doorbell decision
+    /// is still to take.
+    pub(super) undecided: bool,
     pub(super) stats: QueueStats,
     pub(super) teardown: Arc<Teardown<H>>,
     /// Ticks of the request clock (see `check_timeouts`).
@@ -286,6 +294,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                     0 => usize::MAX,
                     batch => usize::from(batch),
                 },
+                undecided: false,
                 stats: QueueStats::default(),
                 teardown,
                 clock: 0,
@@ -346,26 +355,41 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     /// doorbell only if the device asked for it. Returns whether it rang.
     #[inline]
     pub fn commit(&mut self) -> bool {
+        self.publish();
+        let inner = &mut *self.inner;
+        if !inner.undecided {
+            return false;
+        }
+        inner.undecided = false;
+        inner.stats.commits += 1;
+        if !inner.memory.ring.commit() {
+            return false;
+        }
+        inner.stats.kicks += 1;
+        inner.notifier.notify();
+        true
+    }
+
+    /// Hands every request placed since the last publish to the device,
+    /// leaving the doorbell to `commit` (see [`crate::Config::publish_batch`]).
+    #[inline]
+    pub(super) fn publish(&mut self) {
         let inner = &mut *self.inner;
         if inner.unpublished.is_empty() {
-            return false;
+            return;
         }
         let memory = &mut *inner.memory;
         // Before publishing: used elements already visible were written
-        // before the device could see this batch.
+        // before the device could see these requests.
         if let Some(horizon) = memory.ring.used_horizon() {
             for &id in &inner.unpublished {
                 memory.slots[usize::from(id)].horizon = horizon;
             }
         }
         inner.unpublished.clear();
-        inner.stats.commits += 1;
-        if !memory.ring.commit() {
-            return false;
-        }
-        inner.stats.kicks += 1;
-        inner.notifier.notify();
-        true
+        inner.undecided = true;
+        inner.stats.publishes += 1;
+        memory.ring.publish();
     }
 
     /// Asks the device for a used-buffer notification at the next completion
@@ -512,7 +536,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         if !slot.in_flight {
             return Err(DeviceFault::IdNotInFlight(used.id));
         }
-        if slot.batch > inner.stats.commits || used.seq < slot.horizon {
+        if slot.batch > inner.stats.publishes || used.seq < slot.horizon {
             return Err(DeviceFault::CompletedBeforePublished(used.id));
         }
         if used.len > slot.writable {

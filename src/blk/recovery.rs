@@ -57,14 +57,14 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         let inner = &mut *self.inner;
         inner.clock = inner.clock.wrapping_add(1);
         let now = inner.clock;
-        let commits = inner.stats.commits;
+        let publishes = inner.stats.publishes;
         let mut reported = 0;
         // Age of the oldest request the device was given.
         let mut oldest_published = 0;
         let in_flight = inner.memory.slots.iter_mut().filter(|slot| slot.in_flight);
         for slot in in_flight {
             let ticks = now.wrapping_sub(slot.placed_at);
-            if slot.batch <= commits {
+            if slot.batch <= publishes {
                 oldest_published = oldest_published.max(ticks);
             }
             if !slot.overdue_reported && ticks >= limit {

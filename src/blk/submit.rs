@@ -366,14 +366,14 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         slot.writable = data_writable.saturating_add(status.len);
         slot.buffer = buffer;
         slot.in_flight = true;
-        slot.batch = inner.stats.commits + 1;
+        slot.batch = inner.stats.publishes + 1;
         slot.placed_at = inner.clock;
         slot.overdue_reported = false;
         slot.horizon = 0;
         inner.stats.submitted += 1;
         inner.unpublished.push(id);
         if inner.unpublished.len() >= inner.publish_batch {
-            self.commit();
+            self.publish();
         }
     }
 }

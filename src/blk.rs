@@ -13,9 +13,7 @@ mod teardown;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-pub use config::{
-    Config, DeviceInfo, Mode, RangeLimits, Rekick, DEFAULT_PUBLISH_BATCH, MAX_DATA_SEGMENTS,
-};
+pub use config::{Config, DeviceInfo, Mode, RangeLimits, Rekick, MAX_DATA_SEGMENTS};
 pub use queue::{BlkQueue, Completion, Op, QueueStats, RawSegment, Rejected};
 pub use queue_set::QueueSet;
 pub use recovery::{Overdue, Recovered};

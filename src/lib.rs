@@ -36,8 +36,7 @@ pub mod transport;
 
 pub use blk::{
     BlkDevice, BlkQueue, Completion, Config, DeviceInfo, Mode, NotRecovered, Op, Overdue, QueueSet,
-    QueueStats, RangeLimits, RawSegment, Recovered, Rejected, Rekick, DEFAULT_PUBLISH_BATCH,
-    MAX_DATA_SEGMENTS,
+    QueueStats, RangeLimits, RawSegment, Recovered, Rejected, Rekick, MAX_DATA_SEGMENTS,
 };
 pub use error::{Error, TransportError};
 pub use hal::{DmaBuffer, Hal, PhysAddr, PAGE_SIZE};

@@ -107,6 +107,7 @@ mod scripted {
             event_idx: true,
             indirect: true,
             max_requests: None,
+            publish_batch: None,
             seed: 1,
             steps,
         }
@@ -178,6 +179,8 @@ mod scripted {
         let outcome = run(&Scenario {
             queue_size: 2,
             max_requests: Some(2),
+            // Else a queue of two publishes each request as it is placed.
+            publish_batch: Some(0),
             ..scenario(ring, steps)
         })
         .expect("every promise kept");

@@ -10,7 +10,7 @@ fn event_idx_kicks_once_per_batch_the_device_has_not_seen(ring: RingKind) {
     let sim = SimDevice::new(sim_config(ring));
     // Batches of 32 published by commit alone.
     let config = Config {
-        publish_batch: 0,
+        publish_batch: Some(0),
         ..Config::default()
     };
     let (device, mut queue) = start(&sim, config);
@@ -52,7 +52,7 @@ fn packed_event_idx_kicks_once_per_batch_the_device_has_not_seen() {
 fn a_long_batch_is_published_in_pieces_of_publish_batch(ring: RingKind) {
     let sim = SimDevice::new(sim_config(ring));
     let config = Config {
-        publish_batch: 16,
+        publish_batch: Some(16),
         ..Config::default()
     };
     let (_device, mut queue) = start(&sim, config);

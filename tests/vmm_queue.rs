@@ -139,7 +139,7 @@ fn random_verify(w: Workload) -> u64 {
         // then takes its table (see vmm_split_direct_while_the_ring_has_room).
         max_requests: Some(w.queue_size),
         // Published by commit alone, so `Rig::commit` judges every doorbell.
-        publish_batch: 0,
+        publish_batch: Some(0),
         ..Config::default()
     };
     if !w.event_idx {
@@ -642,7 +642,7 @@ fn vmm_split_poll_mode_suppresses_used_notifications() {
             queue_size: Some(64),
             max_requests: Some(64),
             // Batches of 48 published by commit alone (see Rig::commit).
-            publish_batch: 0,
+            publish_batch: Some(0),
             ..Config::default()
         };
         if !event_idx {

@@ -120,10 +120,11 @@ pub struct Args {
     pub spin_budget: u32,
 
     /// Requests our driver lets wait unpublished before it publishes them on
-    /// its own (the driver's `Config::publish_batch`); 0 publishes only when
-    /// the job's batch ends. (libblkio's peer publishes every request.)
-    #[arg(long, default_value_t = virtio_blk_mq::DEFAULT_PUBLISH_BATCH)]
-    pub publish_batch: u16,
+    /// its own (the driver's `Config::publish_batch`; by default half of
+    /// `--iodepth`); 0 publishes only when the job's batch ends.
+    /// (libblkio's peer publishes every request as it goes.)
+    #[arg(long)]
+    pub publish_batch: Option<u16>,
 
     /// Switch off indirect descriptors (VIRTIO_F_INDIRECT_DESC): each request
     /// takes three descriptors of the ring, which is sized 4 × `--iodepth`.

@@ -106,6 +106,8 @@ pub struct Scenario {
     /// `Config::max_requests` (with indirect tables: `None` lets the driver
     /// mix direct chains in, `Some(queue_size)` makes every request indirect).
     pub max_requests: Option<u16>,
+    /// `Config::publish_batch` (`Some(0)`: only `Step::Commit` publishes).
+    pub publish_batch: Option<u16>,
     /// Seed of the device's completion order.
     pub seed: u64,
     /// What happens.
@@ -196,6 +198,7 @@ impl Scenario {
             event_idx: head & 2 != 0,
             indirect,
             max_requests: (head & 64 != 0).then_some(queue_size),
+            publish_batch: (head & 128 != 0).then_some(0),
             seed: seed | 1,
             steps,
         }
@@ -436,6 +439,7 @@ impl Rig {
         let config = Config {
             queue_size: Some(scenario.queue_size),
             max_requests: scenario.max_requests,
+            publish_batch: scenario.publish_batch,
             max_segments: 1,
             ..Config::default()
         };

@@ -5,11 +5,6 @@ use crate::ring::RingKind;
 use crate::spec::{blk_config, Features, SECTOR_SIZE};
 use crate::transport::Transport;
 
-/// [`Config::publish_batch`] by default: at 4 and 8 the extra publishes
-/// cost more than the overlap gains, at 16 a queue 32 or 128 deep keeps
-/// both sides busy (vblk-fastdev, docs/perf.md).
-pub const DEFAULT_PUBLISH_BATCH: u16 = 16;
-
 /// Most data segments one request may carry; bounds the on-stack chain.
 pub const MAX_DATA_SEGMENTS: usize = 64;
 
@@ -54,13 +49,17 @@ pub struct Config {
     /// Requests a submit lets wait unpublished: the one that makes this many
     /// hands them to the device, and [`crate::BlkQueue::commit`] publishes
     /// the rest and decides the doorbell for all of them (a device that waits
-    /// for one learns of the batch at `commit`, as without this; a polling
-    /// device starts earlier). 0 leaves publishing to `commit` alone. Why: a polling device that returns a whole batch at
-    /// once and a driver that hands back a whole batch at once fall into
-    /// lockstep, each idle while the other works; handing a long batch over
-    /// in pieces lets the device start on the first while the rest are
-    /// written (see docs/perf.md, "Publishing long batches in pieces").
-    pub publish_batch: u16,
+    /// for a doorbell learns of the batch at `commit`, as without this; a
+    /// polling device starts earlier). `Some(0)` leaves publishing to
+    /// `commit` alone; `None`: half the requests the queue holds
+    /// (`max_requests`), at least 1.
+    ///
+    /// Why: a polling device that returns a whole batch at once and a driver
+    /// that hands a whole batch back at once fall into lockstep, each idle
+    /// while the other works; handing a long batch over in halves lets the
+    /// device start on the first while the second is written (docs/perf.md,
+    /// "Publishing a long batch in pieces").
+    pub publish_batch: Option<u16>,
     /// When a queue rings its doorbell again on its own (lost-kick recovery).
     pub rekick: Rekick,
 }
@@ -129,7 +128,7 @@ impl Default for Config {
             max_requests: None,
             max_segments: 32,
             mode: Mode::Poll,
-            publish_batch: DEFAULT_PUBLISH_BATCH,
+            publish_batch: None,
             rekick: Rekick::default(),
         }
     }

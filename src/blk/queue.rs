@@ -262,6 +262,8 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         let mode = config.mode;
         let size = ring.size();
         let max_chain = ring.max_chain();
+        // The requests the queue holds, as `Config::max_requests` says.
+        let capacity = config.max_requests.unwrap_or(size / 2).min(size);
         let slab = Slab::new(hal, size)?;
         let slots = (0..size)
             .map(|_| Slot {
@@ -291,8 +293,9 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                 fault: None,
                 unpublished: Vec::with_capacity(usize::from(size)),
                 publish_batch: match config.publish_batch {
-                    0 => usize::MAX,
-                    batch => usize::from(batch),
+                    Some(0) => usize::MAX,
+                    Some(batch) => usize::from(batch),
+                    None => usize::from(capacity / 2).max(1),
                 },
                 undecided: false,
                 stats: QueueStats::default(),

@@ -130,6 +130,9 @@ impl Rig {
         let config = Config {
             queues,
             queue_size: Some(QUEUE_SIZE),
+            // The depth the bench keeps, as a kernel gives its tag depth (it
+            // also sets how long batches are published in pieces).
+            max_requests: Some(depth as u16),
             ..Config::default()
         };
         let mut device =

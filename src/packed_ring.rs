@@ -350,11 +350,18 @@ impl<H: Hal> PackedRing<H> {
 
     /// Publishes the batch; true when the device wants a notification about
     /// anything published since the last commit.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn commit(&mut self) -> bool {
         self.publish();
+        self.decide() == Some(true)
+    }
+
+    /// Whether the device wants a notification about what was published
+    /// since the last decision (`publish` first); `None` when nothing was.
+    #[inline]
+    pub(crate) fn decide(&mut self) -> Option<bool> {
         if self.undecided_slots == 0 {
-            return false;
+            return None;
         }
         // Rule 2: publish before reading the device's event suppression state.
         barrier::full(self.platform);
@@ -364,7 +371,7 @@ impl<H: Hal> PackedRing<H> {
         // new `flags` with a stale `off_wrap` (or the other way round).
         let snapshot = u32::from_le(self.device_event.get().load(Ordering::Relaxed));
         let (off_wrap, flags) = (snapshot as u16, (snapshot >> 16) as u16);
-        match flags {
+        Some(match flags {
             packed_event::DISABLE => false,
             // More than a lap since the last decision: the event lies among
             // them wherever it is, unless the device took everything; an
@@ -374,7 +381,7 @@ impl<H: Hal> PackedRing<H> {
                 _ => true,
             },
             _ => true,
-        }
+        })
     }
 
     /// Whether the device, as its event area reads now, waits for a doorbell

@@ -204,12 +204,18 @@ impl<H: Hal> Ring<H> {
         dispatch!(self, r => r.publish())
     }
 
-    /// Publishes everything added since the last commit; true when the device
-    /// asked to be notified about it (or about anything published since the
-    /// last commit).
+    /// Whether the device wants a notification about what was published
+    /// since the last decision (call `publish` first); `None` when nothing was.
     #[inline]
+    pub(crate) fn decide(&mut self) -> Option<bool> {
+        dispatch!(self, r => r.decide())
+    }
+
+    /// Publishes and decides in one (the loom model).
+    #[cfg(all(test, loom))]
     pub(crate) fn commit(&mut self) -> bool {
-        dispatch!(self, r => r.commit())
+        self.publish();
+        self.decide() == Some(true)
     }
 
     /// Whether the device's suppression state says it waits for a doorbell

@@ -370,11 +370,18 @@ impl<H: Hal> SplitRing<H> {
 
     /// Publishes the batch; true when the device wants a notification about
     /// anything published since the last commit.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn commit(&mut self) -> bool {
         self.publish();
+        self.decide() == Some(true)
+    }
+
+    /// Whether the device wants a notification about what was published
+    /// since the last decision (`publish` first); `None` when nothing was.
+    #[inline]
+    pub(crate) fn decide(&mut self) -> Option<bool> {
         if self.undecided == 0 {
-            return false;
+            return None;
         }
         // Rule 2: the index store must be visible before we read the device's
         // suppression state, or both sides can decide the other is awake.
@@ -385,13 +392,13 @@ impl<H: Hal> SplitRing<H> {
         let beyond_window = self.undecided > u32::from(u16::MAX);
         self.decided_idx = self.published_idx;
         self.undecided = 0;
-        if self.event_idx {
+        Some(if self.event_idx {
             let event = u16::from_le(self.avail_event_cell.get().load(Ordering::Relaxed));
             beyond_window || need_event(event, self.published_idx, old)
         } else {
             let flags = u16::from_le(self.used_header.get(0).load(Ordering::Relaxed));
             flags & VIRTQ_USED_F_NO_NOTIFY == 0
-        }
+        })
     }
 
     /// Whether the device, as its suppression state reads now, waits for a

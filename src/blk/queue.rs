@@ -212,9 +212,6 @@ pub(super) struct Inner<H: Hal, N: QueueNotifier> {
     pub(super) unpublished: Vec<u16>,
     /// [`crate::Config::publish_batch`], or `usize::MAX` for never.
     pub(super) publish_batch: usize,
-    /// Requests were published since the last commit: its doorbell decision
-    /// is still to take.
-    pub(super) undecided: bool,
     pub(super) stats: QueueStats,
     pub(super) teardown: Arc<Teardown<H>>,
     /// Ticks of the request clock (see `check_timeouts`).
@@ -297,7 +294,6 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
                     Some(batch) => usize::from(batch),
                     None => usize::from(capacity / 2).max(1),
                 },
-                undecided: false,
                 stats: QueueStats::default(),
                 teardown,
                 clock: 0,
@@ -360,12 +356,11 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     pub fn commit(&mut self) -> bool {
         self.publish();
         let inner = &mut *self.inner;
-        if !inner.undecided {
+        let Some(wanted) = inner.memory.ring.decide() else {
             return false;
-        }
-        inner.undecided = false;
+        };
         inner.stats.commits += 1;
-        if !inner.memory.ring.commit() {
+        if !wanted {
             return false;
         }
         inner.stats.kicks += 1;
@@ -375,7 +370,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
 
     /// Hands every request placed since the last publish to the device,
     /// leaving the doorbell to `commit` (see [`crate::Config::publish_batch`]).
-    #[inline]
+    #[inline(always)]
     pub(super) fn publish(&mut self) {
         let inner = &mut *self.inner;
         if inner.unpublished.is_empty() {
@@ -390,7 +385,6 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
             }
         }
         inner.unpublished.clear();
-        inner.undecided = true;
         inner.stats.publishes += 1;
         memory.ring.publish();
     }

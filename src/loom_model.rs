@@ -22,6 +22,9 @@
 //!   descriptor read before it was published (`pop_used` would report a
 //!   device fault, and the device checks the lengths it reads).
 //!
+//! The driver hands every other request over with `publish` before its
+//! commit, so the doorbell decision covers requests published in pieces.
+//!
 //! The rings are tiny (2 entries) so that a few requests wrap the packed wrap
 //! counters; the split models start their indices at 65535 so they cross
 //! the u16 wrap of EVENT_IDX. The device either leaves kicks enabled or, as
@@ -121,6 +124,12 @@ fn run_driver(
             assert!(!in_flight[id], "id {id} handed out twice");
             in_flight[id] = true;
             submitted += 1;
+            // Every other request goes out on its own before the commit, as
+            // a long batch's pieces do (`Config::publish_batch`): the commit
+            // then decides the doorbell for both.
+            if submitted % 2 == 1 {
+                ring.publish();
+            }
         }
         if ring.commit() {
             kick.raise();

@@ -712,6 +712,30 @@ mod tests {
     }
 
     #[test]
+    fn packed_commit_decides_over_every_piece_published_since_the_last() {
+        let mut r = ring(8);
+        let set = |r: &PackedRing<TestHal>, flags: u16, off_wrap: u16| {
+            let area = u32::from(off_wrap) | u32::from(flags) << 16;
+            r.device_event.get().store(area.to_le(), Ordering::Relaxed);
+        };
+        // Two pieces of one two-slot chain each: slots 0-1, then 2-3.
+        r.add(&two_segments());
+        r.publish();
+        r.add(&two_segments());
+        r.publish();
+        // The device asked to hear of slot 1, in the first piece.
+        set(&r, packed_event::DESC, off_wrap(1, true));
+        assert_eq!(r.decide(), Some(true));
+        assert_eq!(r.decide(), None, "nothing published since");
+        // More than a lap since the last decision (pieces and completions,
+        // no commit): the event cannot be placed in it, so ring anyway, even
+        // for an event at the published end.
+        r.undecided_slots = 9;
+        set(&r, packed_event::DESC, off_wrap(4, true));
+        assert_eq!(r.decide(), Some(true));
+    }
+
+    #[test]
     fn packed_event_in_batch_across_the_wrap() {
         let mut r = ring(8);
         // Published slots 6, 7 (lap with wrap 1) then 0, 1 (lap with wrap 0).

@@ -809,6 +809,31 @@ mod tests {
     }
 
     #[test]
+    fn split_commit_decides_over_every_piece_published_since_the_last() {
+        let mut r = SplitRing::new(&TestHal, 8, true, None).expect("ring");
+        let chain = [segment(false), segment(true)];
+        r.add(&chain);
+        r.publish();
+        r.add(&chain);
+        r.publish();
+        let set_event = |r: &SplitRing<TestHal>, event: u16| {
+            r.avail_event_cell
+                .get()
+                .store(event.to_le(), Ordering::Relaxed);
+        };
+        // The device asked to hear of entry 0, in the first piece.
+        set_event(&r, 0);
+        assert_eq!(r.decide(), Some(true));
+        assert_eq!(r.decide(), None, "nothing published since");
+        // A whole index lap since the last decision (a caller that never
+        // commits): need_event's u16 window cannot place the event, so ring
+        // anyway, even for an event at the published end.
+        r.undecided = u32::from(u16::MAX) + 1;
+        set_event(&r, r.published_idx);
+        assert_eq!(r.decide(), Some(true));
+    }
+
+    #[test]
     fn split_used_index_may_not_cover_unpublished_chains() {
         let mut r = SplitRing::new(&TestHal, 4, false, None).expect("ring");
         r.add(&[segment(false), segment(true)]);

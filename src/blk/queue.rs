@@ -207,7 +207,7 @@ pub(super) struct Inner<H: Hal, N: QueueNotifier> {
     pub(super) index: u16,
     pub(super) mode: Mode,
     pub(super) fault: Option<DeviceFault>,
-    /// Slot ids placed since the last commit (capacity: the ring size, so
+    /// Slot ids placed since the last publish (capacity: the ring size, so
     /// pushing never allocates).
     pub(super) unpublished: Vec<u16>,
     /// [`crate::Config::publish_batch`], or `usize::MAX` for never.

@@ -216,6 +216,8 @@ fn run_queue(
                 slot.block = block;
                 slot.submitted = now;
                 stats.submitted += 1;
+                // libblkio publishes each request as it queues it.
+                stats.publishes += 1;
                 in_flight += 1;
                 placed = true;
             }

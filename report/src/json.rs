@@ -194,6 +194,7 @@ pub fn report(summary: &Summary, version: &str) -> String {
             .field("kicks", Value::Int(stats.kicks))
             .field("kicks_per_io", Value::Float(summary.kicks_per_io()))
             .field("commits_per_io", Value::Float(summary.commits_per_io()))
+            .field("publishes_per_io", Value::Float(summary.publishes_per_io()))
             .field("interrupts", Value::Int(stats.interrupts))
             .field("rekicks", Value::Int(stats.rekicks))
             .field("rekicks_declined", Value::Int(stats.rekicks_declined))

@@ -143,7 +143,8 @@ pub fn normal(summary: &Summary, pid: u32) -> String {
     let _ = writeln!(
         out,
         "  vblk: ring={}, queues={}, iodepth={}, mode={}, disk={}, kicks/IO={:.4}, \
-         commits/IO={:.4}, interrupts={}, re-kicks={} (declined {}), empty polls/IO={:.3}, errors={}, \
+         commits/IO={:.4}, publishes/IO={:.4}, interrupts={}, re-kicks={} (declined {}), \
+         empty polls/IO={:.3}, errors={}, \
          verify errors={}",
         summary.ring,
         summary.queues,
@@ -152,6 +153,7 @@ pub fn normal(summary: &Summary, pid: u32) -> String {
         summary.disk,
         summary.kicks_per_io(),
         summary.commits_per_io(),
+        summary.publishes_per_io(),
         summary.stats.interrupts,
         summary.stats.rekicks,
         summary.stats.rekicks_declined,

@@ -248,9 +248,14 @@ impl Summary {
         self.stats.kicks as f64 / self.completed()
     }
 
-    /// Commits (published batches) per request.
+    /// Commits (doorbell decisions) per request.
     pub fn commits_per_io(&self) -> f64 {
         self.stats.commits as f64 / self.completed()
+    }
+
+    /// Hand-overs to the device (commits and the pieces before them) per request.
+    pub fn publishes_per_io(&self) -> f64 {
+        self.stats.publishes as f64 / self.completed()
     }
 
     /// Polls that found nothing, per request.

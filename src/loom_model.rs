@@ -131,7 +131,7 @@ fn run_driver(
                 ring.publish();
             }
         }
-        if ring.commit() {
+        if ring.commit() == Some(true) {
             kick.raise();
         }
         while let Some(used) = ring.pop_used().expect("a fault from an honest device") {

@@ -204,18 +204,15 @@ impl<H: Hal> Ring<H> {
         dispatch!(self, r => r.publish())
     }
 
-    /// Whether the device wants a notification about what was published
-    /// since the last decision (call `publish` first); `None` when nothing was.
+    /// Publishes what is left, then whether the device wants a notification
+    /// about everything published since the last commit; `None` when
+    /// nothing was.
     #[inline]
-    pub(crate) fn decide(&mut self) -> Option<bool> {
-        dispatch!(self, r => r.decide())
-    }
-
-    /// Publishes and decides in one (the loom model).
-    #[cfg(all(test, loom))]
-    pub(crate) fn commit(&mut self) -> bool {
-        self.publish();
-        self.decide() == Some(true)
+    pub(crate) fn commit(&mut self) -> Option<bool> {
+        dispatch!(self, r => {
+            r.publish();
+            r.decide()
+        })
     }
 
     /// Whether the device's suppression state says it waits for a doorbell

@@ -354,9 +354,9 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     /// doorbell only if the device asked for it. Returns whether it rang.
     #[inline]
     pub fn commit(&mut self) -> bool {
-        self.publish();
+        self.note_publish();
         let inner = &mut *self.inner;
-        let Some(wanted) = inner.memory.ring.decide() else {
+        let Some(wanted) = inner.memory.ring.commit() else {
             return false;
         };
         inner.stats.commits += 1;
@@ -372,9 +372,18 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
     /// leaving the doorbell to `commit` (see [`crate::Config::publish_batch`]).
     #[inline(always)]
     pub(super) fn publish(&mut self) {
+        if self.note_publish() {
+            self.inner.memory.ring.publish();
+        }
+    }
+
+    /// The queue's side of a publish (the ring's is the caller's): false
+    /// when nothing waits to be published.
+    #[inline(always)]
+    fn note_publish(&mut self) -> bool {
         let inner = &mut *self.inner;
         if inner.unpublished.is_empty() {
-            return;
+            return false;
         }
         let memory = &mut *inner.memory;
         // Before publishing: used elements already visible were written
@@ -386,7 +395,7 @@ impl<H: Hal, N: QueueNotifier> BlkQueue<H, N> {
         }
         inner.unpublished.clear();
         inner.stats.publishes += 1;
-        memory.ring.publish();
+        true
     }
 
     /// Asks the device for a used-buffer notification at the next completion

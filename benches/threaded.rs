@@ -34,7 +34,9 @@ use virtio_blk_sim::{
     DiskKind, SimConfig, SimDevice, SimHal, SimNotifier, SimThreads, SimTransport, ThreadMode,
 };
 
-/// Entries per queue.
+/// Entries per queue, at least: deeper runs take 3 × depth rounded up to a
+/// power of two, as vblk-bench sizes its rings, so every read can go as a
+/// direct chain.
 const QUEUE_SIZE: u16 = 256;
 /// Requests each driver keeps in flight in the fixed `q{1,2}/qd32` runs.
 const DEPTH: usize = 32;
@@ -129,7 +131,7 @@ impl Rig {
         let sim = SimDevice::new(sim_config);
         let config = Config {
             queues,
-            queue_size: Some(QUEUE_SIZE),
+            queue_size: Some(QUEUE_SIZE.max((3 * depth as u16).next_power_of_two())),
             // The depth the bench keeps, as a kernel gives its tag depth (it
             // also sets how long batches are published in pieces).
             max_requests: Some(depth as u16),

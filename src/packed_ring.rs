@@ -64,11 +64,11 @@ pub(crate) struct PackedRing<H: Hal> {
     /// Where the device writes its next used descriptor, and the wrap counter there.
     next_used: u16,
     used_wrap: bool,
-    /// The batch's first head and its flags, held back until `commit` (rule 1).
+    /// The batch's first head and its flags, held back until `publish` (rule 1).
     batch_head: Option<(u16, u16)>,
-    /// Ring slots filled since the last commit.
+    /// Ring slots filled since the last publish.
     batch_slots: u16,
-    /// Chains added since the last commit: in flight, but not yet the device's.
+    /// Chains added since the last publish: in flight, but not yet the device's.
     batch_chains: u16,
     /// Ring slots published since the last doorbell decision (`commit`),
     /// saturating: the range the device's event offset is judged against.
@@ -223,7 +223,7 @@ impl<H: Hal> PackedRing<H> {
     }
 
     /// Writes `chain` at `at`, which [`Self::reserve`] returned for it with
-    /// nothing placed in between; the device cannot see it before `commit`.
+    /// nothing placed in between; the device cannot see it before `publish`.
     #[inline(always)]
     pub(crate) fn add_at(&mut self, at: Placement, chain: &[Segment]) {
         debug_assert_eq!(Some(at), self.reserve(chain.len()));
@@ -238,7 +238,7 @@ impl<H: Hal> PackedRing<H> {
             self.write_direct(id, chain)
         };
         // Later heads of a batch may be written now: the device cannot pass the
-        // batch's first head, which `commit` writes last.
+        // batch's first head, which `publish` writes last.
         match self.batch_head {
             None => self.batch_head = Some((head, head_flags)),
             Some(_) => self
@@ -809,7 +809,7 @@ mod tests {
     fn packed_used_mark_on_an_unpublished_head_is_ignored() {
         let mut r = ring(4);
         let id = r.add(&two_segments());
-        // The head's flags are held back until commit: the slot is still ours.
+        // The head's flags are held back until published: the slot is still ours.
         device_writes(&r, 0, id, PackedDescFlags::AVAIL | PackedDescFlags::USED);
         assert_eq!(
             r.pop_used(),

@@ -255,7 +255,7 @@ impl<H: Hal> SplitRing<H> {
     }
 
     /// Writes `chain` at `at`, which [`Self::reserve`] returned for it with
-    /// nothing placed in between; the device cannot see it before `commit`.
+    /// nothing placed in between; the device cannot see it before `publish`.
     #[inline(always)]
     pub(crate) fn add_at(&mut self, at: Placement, chain: &[Segment]) {
         let head = at.id;
@@ -272,7 +272,7 @@ impl<H: Hal> SplitRing<H> {
         record.chain_len = at.slots;
         record.chain_tail = tail;
         self.in_flight += 1;
-        // The device cannot see this entry before `commit` publishes avail.idx.
+        // The device cannot see this entry before `publish` stores avail.idx.
         // In-order completion reuses the same head at the same position on
         // every lap; skipping the unchanged store leaves the line clean in the
         // device's cache, which saves it a transfer per request. The device

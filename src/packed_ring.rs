@@ -232,20 +232,16 @@ impl<H: Hal> PackedRing<H> {
         self.free_id_head = record.next_free_id;
         record.chain_len = at.slots;
         let head = self.next_avail;
+        // Later heads of a batch are written with their chains: the device
+        // cannot pass the batch's first head, which `publish` writes last.
+        let first = self.batch_head.is_none();
         let head_flags = if at.slots == 1 && chain.len() > 1 {
-            self.write_indirect(id, chain)
+            self.write_indirect(id, chain, first)
         } else {
-            self.write_direct(id, chain)
+            self.write_direct(id, chain, first)
         };
-        // Later heads of a batch may be written now: the device cannot pass the
-        // batch's first head, which `publish` writes last.
-        match self.batch_head {
-            None => self.batch_head = Some((head, head_flags)),
-            Some(_) => self
-                .desc
-                .get(usize::from(head))
-                .flags
-                .store(head_flags.to_le(), Ordering::Relaxed),
+        if first {
+            self.batch_head = Some((head, head_flags));
         }
         self.batch_slots += at.slots;
         self.batch_chains += 1;
@@ -253,33 +249,69 @@ impl<H: Hal> PackedRing<H> {
         self.in_flight += 1;
     }
 
-    /// Writes `chain` into consecutive ring slots; returns the head's flags,
-    /// which the caller stores (all other flags are stored here).
+    /// Writes `chain` into consecutive ring slots, the head's flags last and
+    /// only when the head is not the batch's `first` (that one is `publish`'s
+    /// to write); returns the head's flags.
     #[inline(always)]
-    fn write_direct(&mut self, id: u16, chain: &[Segment]) -> u16 {
-        // One view and local positions for the whole chain, kept in registers.
+    fn write_direct(&mut self, id: u16, chain: &[Segment], first: bool) -> u16 {
+        let descs = self.desc.as_slice();
+        debug_assert_eq!(descs.len(), usize::from(self.layout.size));
+        let start = usize::from(self.next_avail);
+        let end = start + chain.len();
+        // The common case: the chain ends inside this lap. Its slots are then
+        // one sub-slice (one bound check for the chain, not one per slot) and
+        // all take this lap's AVAIL/USED bits.
+        if let Some(slots) = descs.get(start..end) {
+            let avail = self.avail_bits();
+            let mut head_flags = 0;
+            for (n, (desc, segment)) in slots.iter().zip(chain).enumerate() {
+                let flags = (avail | chain_flags(segment, n + 1 != chain.len())).bits();
+                store_desc(desc, segment, id);
+                if n == 0 {
+                    head_flags = flags;
+                } else {
+                    desc.flags.store(flags.to_le(), Ordering::Relaxed);
+                }
+            }
+            if end == descs.len() {
+                self.next_avail = 0;
+                self.avail_wrap = !self.avail_wrap;
+            } else {
+                // `end` is below the ring size, itself a u16.
+                self.next_avail = end as u16;
+            }
+            if let (false, Some(head)) = (first, slots.first()) {
+                head.flags.store(head_flags.to_le(), Ordering::Relaxed);
+            }
+            return head_flags;
+        }
+        self.write_direct_wrapping(id, chain, first)
+    }
+
+    /// [`Self::write_direct`] for a chain that crosses the end of the ring,
+    /// with one lap's bits before the end and the next lap's after it.
+    /// Inlined like the rest: out of line, the chain would have to be built
+    /// in memory for it on every request, split ones included.
+    #[inline(always)]
+    fn write_direct_wrapping(&mut self, id: u16, chain: &[Segment], first: bool) -> u16 {
         let descs = self.desc.as_slice();
         let size = self.layout.size;
+        let head = usize::from(self.next_avail);
         let (mut position, mut wrap) = (self.next_avail, self.avail_wrap);
         let mut head_flags = 0;
         for (n, segment) in chain.iter().enumerate() {
-            let mut flags = if wrap {
+            let avail = if wrap {
                 PackedDescFlags::AVAIL
             } else {
                 PackedDescFlags::USED
             };
-            if segment.device_writable {
-                flags |= PackedDescFlags::WRITE;
-            }
-            if n + 1 != chain.len() {
-                flags |= PackedDescFlags::NEXT;
-            }
+            let flags = (avail | chain_flags(segment, n + 1 != chain.len())).bits();
             let desc = &descs[usize::from(position)];
             store_desc(desc, segment, id);
             if n == 0 {
-                head_flags = flags.bits();
+                head_flags = flags;
             } else {
-                desc.flags.store(flags.bits().to_le(), Ordering::Relaxed);
+                desc.flags.store(flags.to_le(), Ordering::Relaxed);
             }
             position += 1;
             if position == size {
@@ -289,13 +321,19 @@ impl<H: Hal> PackedRing<H> {
         }
         self.next_avail = position;
         self.avail_wrap = wrap;
+        if !first {
+            descs[head]
+                .flags
+                .store(head_flags.to_le(), Ordering::Relaxed);
+        }
         head_flags
     }
 
     /// Writes `chain` into slot `id`'s indirect table and one ring slot
-    /// pointing at it; returns that slot's flags.
+    /// pointing at it, that slot's flags only when it is not the batch's
+    /// `first` head; returns that slot's flags.
     #[inline(always)]
-    fn write_indirect(&mut self, id: u16, chain: &[Segment]) -> u16 {
+    fn write_indirect(&mut self, id: u16, chain: &[Segment], first: bool) -> u16 {
         let Some(tables) = &self.indirect else {
             unreachable!("slots_needed said indirect")
         };
@@ -315,12 +353,12 @@ impl<H: Hal> PackedRing<H> {
             len: (chain.len() * 16) as u32,
             device_writable: false,
         };
-        store_desc(
-            self.desc.get(usize::from(self.next_avail)),
-            &table_segment,
-            id,
-        );
+        let desc = self.desc.get(usize::from(self.next_avail));
+        store_desc(desc, &table_segment, id);
         let flags = (self.avail_bits() | PackedDescFlags::INDIRECT).bits();
+        if !first {
+            desc.flags.store(flags.to_le(), Ordering::Relaxed);
+        }
         self.advance_avail();
         flags
     }
@@ -655,6 +693,20 @@ impl<H: Hal> PackedRing<H> {
     }
 }
 
+/// The WRITE and NEXT bits of a chain's descriptor (the lap's AVAIL/USED
+/// bits are the caller's).
+#[inline]
+fn chain_flags(segment: &Segment, more: bool) -> PackedDescFlags {
+    let mut flags = PackedDescFlags::empty();
+    if segment.device_writable {
+        flags |= PackedDescFlags::WRITE;
+    }
+    if more {
+        flags |= PackedDescFlags::NEXT;
+    }
+    flags
+}
+
 /// Fills a descriptor's address, length and id; the flags are stored by the caller.
 #[inline]
 fn store_desc(desc: &PackedDesc, segment: &Segment, id: u16) {
@@ -843,6 +895,85 @@ mod tests {
                     flags: bad.bits()
                 })
             );
+        }
+    }
+
+    fn three_segments() -> [Segment; 3] {
+        [
+            Segment {
+                addr: 0x1000,
+                len: 16,
+                device_writable: false,
+            },
+            Segment {
+                addr: 0x2000,
+                len: 512,
+                device_writable: true,
+            },
+            Segment {
+                addr: 0x3000,
+                len: 1,
+                device_writable: true,
+            },
+        ]
+    }
+
+    fn flags_at(r: &PackedRing<TestHal>, slot: usize) -> u16 {
+        u16::from_le(r.desc.get(slot).flags.load(Ordering::Relaxed))
+    }
+
+    /// A chain crossing the end of the ring takes this lap's bits before the
+    /// end and the next lap's after it; one ending exactly at the end flips
+    /// the wrap counter for the next chain.
+    #[test]
+    fn packed_chain_across_the_end_takes_both_laps_bits() {
+        let (avail, used) = (PackedDescFlags::AVAIL, PackedDescFlags::USED);
+        let (write, next) = (PackedDescFlags::WRITE, PackedDescFlags::NEXT);
+        for start in 0..4u16 {
+            let mut r = ring(4);
+            r.next_avail = start;
+            let id = r.add(&three_segments());
+            r.publish();
+            let expected = [next, write | next, write];
+            for (n, bits) in expected.into_iter().enumerate() {
+                let slot = usize::from(start) + n;
+                let lap = if slot < 4 { avail } else { used };
+                let desc = r.desc.get(slot % 4);
+                assert_eq!(
+                    flags_at(&r, slot % 4),
+                    (lap | bits).bits(),
+                    "start {start} n {n}"
+                );
+                assert_eq!(u16::from_le(desc.id.load(Ordering::Relaxed)), id);
+                let addr = u64::from_le(desc.addr.load(Ordering::Relaxed));
+                assert_eq!(addr, three_segments()[n].addr);
+            }
+            assert_eq!(r.next_avail, (start + 3) % 4, "start {start}");
+            assert_eq!(r.avail_wrap, start + 3 < 4, "start {start}");
+        }
+    }
+
+    /// Only the batch's first head waits for `publish`; later heads are
+    /// written with their chains, on either side of the ring's end.
+    #[test]
+    fn packed_later_heads_of_a_batch_are_written_with_their_chains() {
+        for start in [0u16, 2, 5] {
+            let mut r = ring(8);
+            r.next_avail = start;
+            r.add(&three_segments());
+            let first = usize::from(start);
+            let second = (first + 3) % 8;
+            assert_eq!(flags_at(&r, first), 0, "the first head waits for publish");
+            r.add(&three_segments());
+            let lap = if first + 3 < 8 {
+                PackedDescFlags::AVAIL
+            } else {
+                PackedDescFlags::USED
+            };
+            assert_eq!(flags_at(&r, second), (lap | PackedDescFlags::NEXT).bits());
+            r.publish();
+            let head = PackedDescFlags::AVAIL | PackedDescFlags::NEXT;
+            assert_eq!(flags_at(&r, first), head.bits(), "start {start}");
         }
     }
 

@@ -337,7 +337,7 @@ impl<H: Hal> PackedRing<H> {
         let Some(tables) = &self.indirect else {
             unreachable!("slots_needed said indirect")
         };
-        let table = tables.table(id);
+        let (table, table_addr) = tables.entries(id, chain.len());
         for (entry, segment) in table.iter().zip(chain) {
             // §2.8.7: only WRITE counts in an indirect table; ids are ignored.
             let flags = if segment.device_writable {
@@ -349,7 +349,7 @@ impl<H: Hal> PackedRing<H> {
             entry.flags.store(flags.to_le(), Ordering::Relaxed);
         }
         let table_segment = Segment {
-            addr: tables.table_addr(id),
+            addr: table_addr,
             len: (chain.len() * 16) as u32,
             device_writable: false,
         };

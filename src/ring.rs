@@ -325,9 +325,13 @@ impl<H: Hal, D: Sync + Default> IndirectTables<H, D> {
         if in_flight >= self.max_in_flight {
             return None;
         }
+        // Direct if that leaves a slot for each of the requests that may
+        // still follow (`max_in_flight - in_flight - 1`), compared with both
+        // sides moved so nothing can underflow; it implies `segments <= free`.
         let free = usize::from(free);
-        let reserve = usize::from(self.max_in_flight - in_flight - 1);
-        if segments >= 1 && segments <= free && free - segments >= reserve {
+        if segments >= 1
+            && free + usize::from(in_flight) + 1 >= segments + usize::from(self.max_in_flight)
+        {
             Some(segments)
         } else if segments > 1 && segments <= self.per_table && free >= 1 {
             Some(1)
@@ -342,16 +346,79 @@ impl<H: Hal, D: Sync + Default> IndirectTables<H, D> {
         self.per_table
     }
 
-    /// The table of slot `id`.
-    #[inline]
-    pub(crate) fn table(&self, id: u16) -> &[D] {
+    /// The first `len` entries of slot `id`'s table, and the table's device
+    /// address: both from one offset, worked out once per chain.
+    ///
+    /// Panics if `len` exceeds a table (a driver bug: placement checks it).
+    #[inline(always)]
+    pub(crate) fn entries(&self, id: u16, len: usize) -> (&[D], PhysAddr) {
+        assert!(
+            len <= self.per_table,
+            "chain longer than its indirect table"
+        );
         let start = usize::from(id) * self.per_table;
-        &self.descs.as_slice()[start..start + self.per_table]
+        let entries = &self.descs.as_slice()[start..start + len];
+        (entries, self.region.paddr() + (start * 16) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hal::test_hal::TestHal;
+
+    /// The rule as first written: direct if that leaves the reserve, else
+    /// the table if the chain fits one, else direct if it fits at all.
+    fn slots_for_model(
+        per_table: usize,
+        max_in_flight: u16,
+        segments: usize,
+        free: u16,
+        in_flight: u16,
+    ) -> Option<usize> {
+        if in_flight >= max_in_flight {
+            return None;
+        }
+        let free = usize::from(free);
+        let reserve = usize::from(max_in_flight - in_flight - 1);
+        if segments >= 1 && segments <= free && free - segments >= reserve {
+            Some(segments)
+        } else if segments > 1 && segments <= per_table && free >= 1 {
+            Some(1)
+        } else {
+            (segments >= 1 && segments <= free).then_some(segments)
+        }
     }
 
-    /// Device address of slot `id`'s table.
-    #[inline]
-    pub(crate) fn table_addr(&self, id: u16) -> PhysAddr {
-        self.region.paddr() + (usize::from(id) * self.per_table * 16) as u64
+    #[test]
+    fn slots_for_matches_the_rule_as_first_written() {
+        for per_table in [1, 2, 3, 5] {
+            for max_in_flight in 1..=8u16 {
+                let use_ = IndirectUse {
+                    per_table,
+                    max_in_flight: Some(max_in_flight),
+                };
+                let tables: IndirectTables<TestHal, crate::spec::SplitDesc> =
+                    IndirectTables::new(&TestHal, 8, use_).expect("DMA memory");
+                for segments in 0..=7 {
+                    for free in 0..=8u16 {
+                        for in_flight in 0..=8u16 {
+                            assert_eq!(
+                                tables.slots_for(segments, free, in_flight),
+                                slots_for_model(
+                                    per_table,
+                                    max_in_flight,
+                                    segments,
+                                    free,
+                                    in_flight
+                                ),
+                                "per_table {per_table} max {max_in_flight} segments {segments} \
+                                 free {free} in_flight {in_flight}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

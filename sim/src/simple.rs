@@ -58,9 +58,9 @@ pub(crate) fn serve_three(
     {
         return None;
     }
-    let header_range = mem.range(header.addr, BLK_REQ_HEADER_SIZE as u64).ok()?;
-    let data_range = mem.range(data.addr, u64::from(data.len)).ok()?;
-    let status_range = mem.range(status.addr, 1).ok()?;
+    let header_range = mem.check(header.addr, BLK_REQ_HEADER_SIZE as u64)?;
+    let data_range = mem.check(data.addr, u64::from(data.len))?;
+    let status_range = mem.check(status.addr, 1)?;
     let hdr: [u8; BLK_REQ_HEADER_SIZE] = header_range.read_array(0);
     let ty = le32(&hdr[0..4]);
     let sector = le64(&hdr[8..16]);

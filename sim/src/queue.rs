@@ -360,10 +360,13 @@ impl Recent {
 
     #[inline]
     fn push(&mut self, id: u16) {
-        if let Some(slot) = self.ids.get_mut(self.pushed & self.mask) {
+        // Read once: after the store to `ids`, the compiler would load it
+        // again, not knowing the two apart.
+        let pushed = self.pushed;
+        if let Some(slot) = self.ids.get_mut(pushed & self.mask) {
             *slot = id;
         }
-        self.pushed = self.pushed.wrapping_add(1);
+        self.pushed = pushed.wrapping_add(1);
     }
 
     /// The last `cap` ids recorded (fewer before that many were), newest first.

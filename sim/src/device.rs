@@ -183,9 +183,8 @@ impl Shared {
         let Some(state) = guard.as_mut() else {
             return StepOutcome::default();
         };
-        let stalled = slot.stalled.load(Ordering::SeqCst);
-        // `in_order_ready` covers the completion budget too.
-        if !stalled && state.in_order_ready() {
+        // `in_order_ready` covers the stall and the completion budget too.
+        if state.in_order_ready() {
             let done = match state.idle_round(kicks) {
                 Round::Idle => return StepOutcome::default(),
                 Round::Work => state.step_in_order(self, queue, kicks),
@@ -201,6 +200,7 @@ impl Shared {
                 ..StepOutcome::default()
             };
         }
+        let stalled = slot.stalled.load(Ordering::SeqCst);
         let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
         let outcome = self.step_general(state, queue, kicks, drain, stalled, &mut report);
         drop(guard);
@@ -508,7 +508,16 @@ impl SimDevice {
     /// not have.
     pub fn stall(&self, queue: u16, stalled: bool) {
         if let Some(slot) = self.shared.queues.get(usize::from(queue)) {
-            slot.stalled.store(stalled, Ordering::SeqCst);
+            {
+                // Under the queue's lock, so the state's copy (which the
+                // step tests with the rest of `general`) never disagrees
+                // with the flag at a step.
+                let mut state = slot.state.lock();
+                slot.stalled.store(stalled, Ordering::SeqCst);
+                if let Some(state) = state.as_mut() {
+                    state.set_stalled(stalled);
+                }
+            }
             if !stalled {
                 self.shared.wake(queue);
             }

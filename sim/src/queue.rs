@@ -327,10 +327,14 @@ pub(crate) struct QueueState {
     /// The device has a completion budget
     /// ([`SimConfig::needs_reset_after`]): fixed for the queue's life.
     budgeted: bool,
+    /// The queue is stalled ([`crate::SimDevice::stall`]): a copy of the
+    /// slot's flag, written with it under the queue's lock, so that it can
+    /// count in `general`.
+    stalled: bool,
     /// Whether a step must take the general path, kept beside the fields
     /// that decide it ([`Self::must_generalise`]) so that the step of a
-    /// queue with nothing special about it tests one byte, not six fields.
-    /// Updated wherever those fields change.
+    /// queue with nothing special about it tests one byte, not seven
+    /// fields. Updated wherever those fields change.
     general: bool,
 }
 
@@ -407,6 +411,7 @@ impl QueueState {
             acts: VecDeque::new(),
             stopped: false,
             budgeted: config.needs_reset_after.is_some(),
+            stalled: false,
             general: false,
         }
         .settled())
@@ -447,11 +452,12 @@ impl QueueState {
         self.general = true;
     }
 
-    /// True when a step must take the general path: the queue is broken or
-    /// stopped, completes out of order or within a budget, holds requests
+    /// True when a step must take the general path: the queue is stalled,
+    /// broken or stopped, completes out of order or within a budget, holds requests
     /// back, or has hostile acts queued. `general` caches this.
     fn must_generalise(&self) -> bool {
-        self.broken
+        self.stalled
+            || self.broken
             || self.stopped
             || self.rng.is_some()
             || self.budgeted
@@ -482,8 +488,15 @@ impl QueueState {
         }
     }
 
+    /// Copies the slot's stall flag (the caller holds the queue's lock and
+    /// writes the slot's flag under it too).
+    pub(crate) fn set_stalled(&mut self, stalled: bool) {
+        self.stalled = stalled;
+        self.general = self.must_generalise();
+    }
+
     /// True when [`Self::step_in_order`] may take the step: nothing can
-    /// make it hold a request back or lie (the caller checks the stall).
+    /// make it hold a request back or lie, a stall included.
     #[inline]
     pub(crate) fn in_order_ready(&self) -> bool {
         debug_assert_eq!(self.general, self.must_generalise());

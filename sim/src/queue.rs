@@ -341,24 +341,30 @@ pub(crate) struct QueueState {
 /// The ids of the last `cap` completions, in a ring: what
 /// [`QueueState::free_id`] needs, kept at a store per completion.
 struct Recent {
-    /// A power of two of slots, at least `cap`; completion `n` (counted
-    /// from 0) went to slot `n & mask`, so a push needs no wrap test.
-    ids: Vec<u16>,
-    mask: usize,
+    /// One slot per id a queue of the largest size (32768) can have in
+    /// flight: completion `n` (counted from 0) went to slot `n % RECENT`,
+    /// an index the compiler knows is inside the array, so a push needs
+    /// neither a wrap test nor a bounds check.
+    ids: Box<[u16; RECENT]>,
     /// Completions recorded, free-running.
     pushed: usize,
     /// How many of the last ids count: the queue size.
     cap: usize,
 }
 
+/// Slots of [`Recent`]: the largest queue size (§2.7, §2.8: 32768).
+const RECENT: usize = 32768;
+
 impl Recent {
     fn new(cap: u16) -> Recent {
-        let slots = usize::from(cap).next_power_of_two();
         Recent {
-            ids: vec![0; slots],
-            mask: slots - 1,
+            // Built on the heap: 64 KiB is too much for a test thread's stack.
+            ids: vec![0; RECENT]
+                .into_boxed_slice()
+                .try_into()
+                .expect("RECENT entries"),
             pushed: 0,
-            cap: usize::from(cap),
+            cap: usize::from(cap).min(RECENT),
         }
     }
 
@@ -367,16 +373,14 @@ impl Recent {
         // Read once: after the store to `ids`, the compiler would load it
         // again, not knowing the two apart.
         let pushed = self.pushed;
-        if let Some(slot) = self.ids.get_mut(pushed & self.mask) {
-            *slot = id;
-        }
+        self.ids[pushed % RECENT] = id;
         self.pushed = pushed.wrapping_add(1);
     }
 
     /// The last `cap` ids recorded (fewer before that many were), newest first.
     fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         let held = self.pushed.min(self.cap);
-        (1..=held).map(move |back| self.ids[self.pushed.wrapping_sub(back) & self.mask])
+        (1..=held).map(move |back| self.ids[self.pushed.wrapping_sub(back) % RECENT])
     }
 }
 

@@ -612,23 +612,42 @@ impl QueueState {
     /// ring full cannot keep one step going. A ring fault is reported here,
     /// and sets DEVICE_NEEDS_RESET.
     ///
-    /// Out of line on purpose: every caller (the inline steps, the device
-    /// threads' loops) then runs this one copy, whose serving loop keeps its
-    /// helpers inlined; inlined into a caller, the loop came out up to a
-    /// third longer, differently for each.
+    /// Out of line on purpose (`step_kicks`, one copy per kick mode):
+    /// every caller (the inline steps, the device threads' loops) then runs
+    /// one of two copies, whose serving loop keeps its helpers inlined;
+    /// inlined into a caller, the loop came out up to a third longer,
+    /// differently for each.
     ///
     /// It takes the device and the queue's number rather than a request
     /// context and a report closure built by the caller, and builds the
     /// closure only on the paths that report: at one request per step,
     /// building those on every step cost more than the request's own
     /// address checks.
-    #[inline(never)]
+    ///
+    /// Compiled once per `kicks`: a polling device's copy then keeps no
+    /// argument across the loop (spilled, at one request per step) to
+    /// decide kick suppression at its end.
+    #[inline(always)]
     pub(crate) fn step_in_order(
         &mut self,
         shared: &Shared,
         queue: u16,
         kicks: Kicks,
     ) -> InOrderOutcome {
+        match kicks {
+            Kicks::Enable => self.step_kicks::<true>(shared, queue),
+            Kicks::Disable => self.step_kicks::<false>(shared, queue),
+        }
+    }
+
+    /// [`Self::step_in_order`] leaving kicks enabled (`ENABLE`) or not.
+    #[inline(never)]
+    fn step_kicks<const ENABLE: bool>(&mut self, shared: &Shared, queue: u16) -> InOrderOutcome {
+        let kicks = if ENABLE {
+            Kicks::Enable
+        } else {
+            Kicks::Disable
+        };
         let max = usize::from(self.setup.size);
         let s = &mut self.serving;
         let (outcome, fault) = match &mut self.ring {

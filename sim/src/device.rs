@@ -11,7 +11,7 @@ use crate::config::SimConfig;
 use crate::disk::Disk;
 use crate::hostile::Hostile;
 use crate::lock::StateLock;
-use crate::queue::{Kicks, QueueState, StepArgs, StepOutcome};
+use crate::queue::{Kicks, QueueState, Round, StepArgs, StepOutcome};
 use crate::threads::{SimThreads, ThreadMode};
 use crate::transport::SimTransport;
 
@@ -179,35 +179,51 @@ impl Shared {
         {
             return StepOutcome::default();
         }
-        let outcome = {
-            let mut guard = slot.state.lock();
-            let Some(state) = guard.as_mut() else {
-                return StepOutcome::default();
-            };
-            let stalled = slot.stalled.load(Ordering::SeqCst);
-            // `in_order_ready` covers the completion budget too.
-            if !stalled && state.in_order_ready() {
-                if state.idle_round(kicks) {
-                    return StepOutcome::default();
-                }
-                state.step_in_order(self, queue, kicks)
-            } else {
-                let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
-                self.step_general(state, queue, kicks, drain, stalled, &mut report)
-            }
+        let mut guard = slot.state.lock();
+        let Some(state) = guard.as_mut() else {
+            return StepOutcome::default();
         };
+        // `in_order_ready` covers the stall and the completion budget too.
+        if state.in_order_ready() {
+            let done = match state.idle_round(kicks) {
+                Round::Idle => return StepOutcome::default(),
+                Round::Work => state.step_in_order(self, queue, kicks),
+                Round::Stale => state.step_in_order_after_free(self, queue, kicks),
+            };
+            drop(guard);
+            // No budget to spend (that takes the general path), and a ring
+            // fault already set DEVICE_NEEDS_RESET.
+            self.after_step(slot, done.completed, done.notify);
+            return StepOutcome {
+                completed: done.completed,
+                notify: done.notify,
+                ..StepOutcome::default()
+            };
+        }
+        let stalled = slot.stalled.load(Ordering::SeqCst);
+        let mut report = |m: String| self.report(format!("queue {queue}: {m}"));
+        let outcome = self.step_general(state, queue, kicks, drain, stalled, &mut report);
+        drop(guard);
         let spent =
             self.config.needs_reset_after.is_some() && self.budget.load(Ordering::Relaxed) == 0;
         if outcome.broke || spent {
             self.set_needs_reset();
         }
-        if outcome.completed > 0 {
+        self.after_step(slot, outcome.completed, outcome.notify);
+        outcome
+    }
+
+    /// What every step does after releasing the queue: counts the
+    /// completions and sends the notification if one is due (or loses it).
+    #[inline(always)]
+    fn after_step(&self, slot: &QueueSlot, completed: u32, notify: bool) {
+        if completed > 0 {
             slot.completed
-                .fetch_add(u64::from(outcome.completed), Ordering::Relaxed);
+                .fetch_add(u64::from(completed), Ordering::Relaxed);
         }
-        if outcome.notify && take_one(&slot.drop_interrupts) {
+        if notify && take_one(&slot.drop_interrupts) {
             slot.dropped_interrupts.fetch_add(1, Ordering::Relaxed);
-        } else if outcome.notify {
+        } else if notify {
             slot.used_notifications.fetch_add(1, Ordering::Relaxed);
             // Called outside the queue lock, so a handler may step the device.
             let callback = lock(&slot.callback).clone();
@@ -215,7 +231,6 @@ impl Shared {
                 f();
             }
         }
-        outcome
     }
 
     /// [`Self::step_queue`]'s step when it cannot take the in-order path:
@@ -493,7 +508,16 @@ impl SimDevice {
     /// not have.
     pub fn stall(&self, queue: u16, stalled: bool) {
         if let Some(slot) = self.shared.queues.get(usize::from(queue)) {
-            slot.stalled.store(stalled, Ordering::SeqCst);
+            {
+                // Under the queue's lock, so the state's copy (which the
+                // step tests with the rest of `general`) never disagrees
+                // with the flag at a step.
+                let mut state = slot.state.lock();
+                slot.stalled.store(stalled, Ordering::SeqCst);
+                if let Some(state) = state.as_mut() {
+                    state.set_stalled(stalled);
+                }
+            }
             if !stalled {
                 self.shared.wake(queue);
             }

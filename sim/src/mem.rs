@@ -93,6 +93,43 @@ impl MemCheck {
         self.range_slow(addr, len)
     }
 
+    /// [`Self::range`] for callers that report no error of their own: the
+    /// same check, `None` where `range` fails. Its miss path answers with a
+    /// flag, so the range is built from the caller's registers on both
+    /// paths, where `range`'s `Result`, written through memory by the out
+    /// of line miss, took the hit path through the stack too.
+    #[inline]
+    pub(crate) fn check(&mut self, addr: u64, len: u64) -> Option<GuestRange> {
+        if len == 0 {
+            return Some(GuestRange { start: 0, len: 0 });
+        }
+        let (Ok(start), Ok(size)) = (usize::try_from(addr), usize::try_from(len)) else {
+            return None;
+        };
+        let end = start.checked_add(size)?;
+        let (s, l) = self.cache[cache_slot(start)];
+        // `s + l` cannot overflow: it is the end of a live allocation.
+        if (start >= s && end <= s + l) || self.cache_allocation(start, size) {
+            Some(GuestRange { start, len: size })
+        } else {
+            None
+        }
+    }
+
+    /// [`Self::check`] when the cache cannot answer: looks the range up
+    /// and caches its allocation; true when it is inside one.
+    #[cold]
+    #[inline(never)]
+    fn cache_allocation(&mut self, start: usize, len: usize) -> bool {
+        match hal::find_allocation(start, len) {
+            Some(allocation) => {
+                self.cache[cache_slot(start)] = allocation;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// [`Self::range`] when the cache cannot answer: looks the range up and
     /// caches its allocation.
     #[cold]

@@ -401,7 +401,9 @@ impl ChainRing for PackedRing {
     }
 
     #[inline(always)]
-    fn take_three(&mut self, mem: &mut MemCheck) -> Next {
+    /// The head's flags are both the look at the ring and the chain's
+    /// first flags, so there is no look to save: `look` changes nothing.
+    fn take_three(&mut self, mem: &mut MemCheck, _look: bool) -> Next {
         PackedRing::take_three(self, mem)
     }
 

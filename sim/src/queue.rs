@@ -107,9 +107,8 @@ pub(crate) struct StepOutcome {
     pub(crate) broke: bool,
 }
 
-/// What serving a chain works with besides the ring and the request
-/// context: one block, so the serving loop reaches all of it from one
-/// pointer.
+/// What serving a chain works with besides the ring and the device: one
+/// block, so the serving loop reaches all of it from one pointer.
 struct Serving {
     mem: MemCheck,
     scratch: Scratch,
@@ -118,141 +117,182 @@ struct Serving {
     recent: Recent,
     /// Buffers of the chain being taken from the ring.
     segs: Segs,
+    /// Negotiated features, for the request context.
+    features: Features,
+    /// See [`simple_max_data`].
+    simple_max_data: u32,
 }
 
-/// What [`QueueState::step_in_order`] works with besides the ring.
-struct Work<'q, 'c> {
-    ctx: &'q ReqCtx<'c>,
-    s: &'q mut Serving,
-    report: &'q mut dyn FnMut(String),
-}
-
-impl Work<'_, '_> {
-    /// Takes up to `max` chains from `ring` in ring order, serving each as
-    /// it is taken and writing its used element; then publishes them and
-    /// sets kick suppression as `kicks` says, unless a ring fault stopped
-    /// it (reported, and `broken` set).
+impl Serving {
+    /// The request context of this queue on `shared`.
     #[inline(always)]
-    fn run<R: ChainRing>(
-        mut self,
-        ring: &mut R,
-        max: usize,
-        kicks: Kicks,
-        broken: &mut bool,
-    ) -> StepOutcome {
-        let (completed, fault) = self.serve_in_order(ring, max);
-        let broke = match fault {
-            Some(e) => {
-                fail(broken, e, self.report);
-                true
-            }
-            None => false,
-        };
-        let notify = ring.publish();
-        if !broke {
-            set_kicks(ring, kicks);
-        }
-        StepOutcome {
-            // At most `max`, a queue size.
-            completed: completed as u32,
-            notify,
-            pending: 0,
-            broke,
-        }
-    }
-
-    /// The loop of [`Self::run`]: returns how many chains it served, and
-    /// the ring fault that stopped it, if one did. The common chain comes
-    /// from [`ChainRing::take_three`] with its buffers in place; any other
-    /// takes the general path, [`Self::serve_other`].
-    #[inline(always)]
-    fn serve_in_order<R: ChainRing>(
-        &mut self,
-        ring: &mut R,
-        max: usize,
-    ) -> (usize, Option<String>) {
-        let mut served = 0;
-        while served < max {
-            let (id, skip, len) = match ring.take_three(&mut self.s.mem) {
-                Next::Three { id, skip, segs } => {
-                    let len = match serve_three(self.ctx, &mut self.s.mem, &segs) {
-                        Some(len) => len,
-                        None => self.serve_three_general(segs),
-                    };
-                    (id, skip, len)
-                }
-                Next::Empty => break,
-                Next::Other => match self.serve_other(ring) {
-                    Ok(Some(done)) => done,
-                    Ok(None) => break,
-                    Err(e) => return (served, Some(e)),
-                },
-            };
-            self.s.recent.push(id);
-            ring.push_used(id, skip, len);
-            served += 1;
-        }
-        (served, None)
-    }
-
-    /// Serves a three-buffer chain [`serve_three`] declined (another
-    /// request type, a limit, a bad address) on the general path. Out of
-    /// line, so the buffers stay in registers on the short path.
-    #[cold]
-    #[inline(never)]
-    fn serve_three_general(&mut self, segs: [RawSeg; 3]) -> u32 {
-        serve(
-            self.ctx,
-            &mut self.s.mem,
-            &mut self.s.scratch,
-            &segs,
-            None,
-            StatusWrite::Honest,
-            self.report,
+    fn ctx<'a>(&self, shared: &'a Shared) -> ReqCtx<'a> {
+        ReqCtx::new(
+            &shared.config,
+            &shared.disk,
+            self.features,
+            self.simple_max_data,
         )
     }
+}
 
-    /// Takes the next chain with [`ChainRing::pop`] and serves it: `(id,
-    /// skip, used length)`, `None` when nothing was available, `Err` for a
-    /// ring fault.
-    #[inline(never)]
-    fn serve_other<R: ChainRing>(
-        &mut self,
-        ring: &mut R,
-    ) -> Result<Option<(u16, u16, u32)>, String> {
-        self.s.segs.clear();
-        let Some(popped) = ring.pop(&mut self.s.mem, &mut self.s.segs)? else {
-            return Ok(None);
-        };
-        let segs = self.s.segs.as_slice();
-        let simple = match popped.fault {
-            None => serve_simple(self.ctx, &mut self.s.mem, segs),
-            Some(_) => None,
-        };
-        let len = match simple {
-            Some(len) => len,
-            None => serve(
-                self.ctx,
-                &mut self.s.mem,
-                &mut self.s.scratch,
-                segs,
-                popped.fault,
-                StatusWrite::Honest,
-                self.report,
-            ),
-        };
-        Ok(Some((popped.id, popped.skip, len)))
+/// What [`QueueState::step_in_order`] did. Eight bytes, so it comes back
+/// in a register.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InOrderOutcome {
+    /// Requests completed (at most a ring's worth).
+    pub(crate) completed: u32,
+    /// A used-buffer notification is due.
+    pub(crate) notify: bool,
+}
+
+/// Reports `msg` for queue `queue` of `shared`.
+fn report_to(shared: &Shared, queue: u16) -> impl FnMut(String) + '_ {
+    move |m: String| shared.report(format!("queue {queue}: {m}"))
+}
+
+/// Takes up to `max` chains from `ring` in ring order, serving each as it
+/// is taken and writing its used element; then publishes them and sets
+/// kick suppression as `kicks` says, unless a ring fault stopped it (then
+/// the fault is returned, for the caller to report).
+///
+/// The request context is built here, where the short path's use of it
+/// inlines (so it lives in registers); the paths out of line build their
+/// own, with the report closure only they need.
+#[inline(always)]
+fn run_in_order<R: ChainRing>(
+    ring: &mut R,
+    s: &mut Serving,
+    shared: &Shared,
+    queue: u16,
+    max: usize,
+    kicks: Kicks,
+) -> (InOrderOutcome, Option<String>) {
+    let (completed, fault) = serve_in_order(ring, s, shared, queue, max);
+    let notify = ring.publish();
+    if fault.is_none() {
+        set_kicks(ring, kicks);
     }
+    let outcome = InOrderOutcome {
+        // At most `max`, a queue size.
+        completed: completed as u32,
+        notify,
+    };
+    (outcome, fault)
+}
+
+/// The loop of [`run_in_order`]: returns how many chains it served, and
+/// the ring fault that stopped it, if one did. The common chain comes from
+/// [`ChainRing::take_three`] with its buffers in place; any other takes
+/// the general path, [`serve_other`]. Only the first chain may look at the
+/// ring's index again (see `take_three`): the step serves what the last
+/// look showed, and a look that would find nothing more is saved.
+#[inline(always)]
+fn serve_in_order<R: ChainRing>(
+    ring: &mut R,
+    s: &mut Serving,
+    shared: &Shared,
+    queue: u16,
+    max: usize,
+) -> (usize, Option<String>) {
+    let ctx = s.ctx(shared);
+    let mut served = 0;
+    while served < max {
+        let (id, skip, len) = match ring.take_three(&mut s.mem, served == 0) {
+            Next::Three { id, skip, segs } => {
+                let len = match serve_three(&ctx, &mut s.mem, &segs) {
+                    Some(len) => len,
+                    None => serve_three_general(s, shared, queue, segs),
+                };
+                (id, skip, len)
+            }
+            Next::Empty => break,
+            Next::Other => match serve_other(ring, s, shared, queue) {
+                Ok(Some(done)) => done,
+                Ok(None) => break,
+                Err(e) => return (served, Some(e)),
+            },
+        };
+        s.recent.push(id);
+        ring.push_used(id, skip, len);
+        served += 1;
+    }
+    (served, None)
+}
+
+/// Serves a three-buffer chain [`serve_three`] declined (another request
+/// type, a limit, a bad address) on the general path. Out of line, so the
+/// buffers stay in registers on the short path.
+#[cold]
+#[inline(never)]
+fn serve_three_general(s: &mut Serving, shared: &Shared, queue: u16, segs: [RawSeg; 3]) -> u32 {
+    serve(
+        &s.ctx(shared),
+        &mut s.mem,
+        &mut s.scratch,
+        &segs,
+        None,
+        StatusWrite::Honest,
+        &mut report_to(shared, queue),
+    )
+}
+
+/// Takes the next chain with [`ChainRing::pop`] and serves it: `(id, skip,
+/// used length)`, `None` when nothing was available, `Err` for a ring
+/// fault.
+#[inline(never)]
+fn serve_other<R: ChainRing>(
+    ring: &mut R,
+    s: &mut Serving,
+    shared: &Shared,
+    queue: u16,
+) -> Result<Option<(u16, u16, u32)>, String> {
+    s.segs.clear();
+    let Some(popped) = ring.pop(&mut s.mem, &mut s.segs)? else {
+        return Ok(None);
+    };
+    let ctx = s.ctx(shared);
+    let segs = s.segs.as_slice();
+    let simple = match popped.fault {
+        None => serve_simple(&ctx, &mut s.mem, segs),
+        Some(_) => None,
+    };
+    let len = match simple {
+        Some(len) => len,
+        None => serve(
+            &ctx,
+            &mut s.mem,
+            &mut s.scratch,
+            segs,
+            popped.fault,
+            StatusWrite::Honest,
+            &mut report_to(shared, queue),
+        ),
+    };
+    Ok(Some((popped.id, popped.skip, len)))
+}
+
+/// What [`QueueState::idle_round`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Round {
+    /// The ring is empty: kicks were left as asked, and the round is over.
+    Idle,
+    /// The ring has work and no DMA memory was freed since the last step:
+    /// [`QueueState::step_in_order`].
+    Work,
+    /// Some DMA memory was freed since the last step, so the ring was not
+    /// looked at: [`QueueState::step_in_order_after_free`].
+    Stale,
 }
 
 /// See [`QueueState::idle_round`].
 #[inline(always)]
-fn idle_round<R: ChainRing>(ring: &mut R, kicks: Kicks) -> bool {
+fn idle_round<R: ChainRing>(ring: &mut R, kicks: Kicks) -> Round {
     if ring.any_available() {
-        return false;
+        return Round::Work;
     }
     set_kicks(ring, kicks);
-    true
+    Round::Idle
 }
 
 /// Leaves kick suppression as `kicks` says.
@@ -274,9 +314,6 @@ fn fail(broken: &mut bool, msg: String, report: &mut dyn FnMut(String)) {
 pub(crate) struct QueueState {
     setup: RingSetup,
     ring: Ring,
-    features: Features,
-    /// See [`simple_max_data`].
-    simple_max_data: u32,
     serving: Serving,
     pending: Vec<Pending>,
     spare: Vec<Vec<RawSeg>>,
@@ -290,49 +327,60 @@ pub(crate) struct QueueState {
     /// The device has a completion budget
     /// ([`SimConfig::needs_reset_after`]): fixed for the queue's life.
     budgeted: bool,
+    /// The queue is stalled ([`crate::SimDevice::stall`]): a copy of the
+    /// slot's flag, written with it under the queue's lock, so that it can
+    /// count in `general`.
+    stalled: bool,
     /// Whether a step must take the general path, kept beside the fields
     /// that decide it ([`Self::must_generalise`]) so that the step of a
-    /// queue with nothing special about it tests one byte, not six fields.
-    /// Updated wherever those fields change.
+    /// queue with nothing special about it tests one byte, not seven
+    /// fields. Updated wherever those fields change.
     general: bool,
 }
 
 /// The ids of the last `cap` completions, in a ring: what
 /// [`QueueState::free_id`] needs, kept at a store per completion.
 struct Recent {
-    /// A power of two of slots, at least `cap`; completion `n` (counted
-    /// from 0) went to slot `n & mask`, so a push needs no wrap test.
-    ids: Vec<u16>,
-    mask: usize,
+    /// One slot per id a queue of the largest size (32768) can have in
+    /// flight: completion `n` (counted from 0) went to slot `n % RECENT`,
+    /// an index the compiler knows is inside the array, so a push needs
+    /// neither a wrap test nor a bounds check.
+    ids: Box<[u16; RECENT]>,
     /// Completions recorded, free-running.
     pushed: usize,
     /// How many of the last ids count: the queue size.
     cap: usize,
 }
 
+/// Slots of [`Recent`]: the largest queue size (§2.7, §2.8: 32768).
+const RECENT: usize = 32768;
+
 impl Recent {
     fn new(cap: u16) -> Recent {
-        let slots = usize::from(cap).next_power_of_two();
         Recent {
-            ids: vec![0; slots],
-            mask: slots - 1,
+            // Built on the heap: 64 KiB is too much for a test thread's stack.
+            ids: vec![0; RECENT]
+                .into_boxed_slice()
+                .try_into()
+                .expect("RECENT entries"),
             pushed: 0,
-            cap: usize::from(cap),
+            cap: usize::from(cap).min(RECENT),
         }
     }
 
     #[inline]
     fn push(&mut self, id: u16) {
-        if let Some(slot) = self.ids.get_mut(self.pushed & self.mask) {
-            *slot = id;
-        }
-        self.pushed = self.pushed.wrapping_add(1);
+        // Read once: after the store to `ids`, the compiler would load it
+        // again, not knowing the two apart.
+        let pushed = self.pushed;
+        self.ids[pushed % RECENT] = id;
+        self.pushed = pushed.wrapping_add(1);
     }
 
     /// The last `cap` ids recorded (fewer before that many were), newest first.
     fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         let held = self.pushed.min(self.cap);
-        (1..=held).map(move |back| self.ids[self.pushed.wrapping_sub(back) & self.mask])
+        (1..=held).map(move |back| self.ids[self.pushed.wrapping_sub(back) % RECENT])
     }
 }
 
@@ -349,13 +397,13 @@ impl QueueState {
         Ok(QueueState {
             setup,
             ring,
-            features,
-            simple_max_data: simple_max_data(config, features),
             serving: Serving {
                 mem,
                 scratch: Scratch::default(),
                 recent: Recent::new(setup.size),
                 segs: Segs::default(),
+                features,
+                simple_max_data: simple_max_data(config, features),
             },
             pending: Vec::new(),
             spare: Vec::new(),
@@ -367,6 +415,7 @@ impl QueueState {
             acts: VecDeque::new(),
             stopped: false,
             budgeted: config.needs_reset_after.is_some(),
+            stalled: false,
             general: false,
         }
         .settled())
@@ -374,7 +423,12 @@ impl QueueState {
 
     /// What its requests need to know about the device.
     pub(crate) fn ctx<'a>(&self, config: &'a SimConfig, disk: &'a Disk) -> ReqCtx<'a> {
-        ReqCtx::new(config, disk, self.features, self.simple_max_data)
+        ReqCtx::new(
+            config,
+            disk,
+            self.serving.features,
+            self.serving.simple_max_data,
+        )
     }
 
     /// The queue's ring format.
@@ -402,11 +456,12 @@ impl QueueState {
         self.general = true;
     }
 
-    /// True when a step must take the general path: the queue is broken or
-    /// stopped, completes out of order or within a budget, holds requests
+    /// True when a step must take the general path: the queue is stalled,
+    /// broken or stopped, completes out of order or within a budget, holds requests
     /// back, or has hostile acts queued. `general` caches this.
     fn must_generalise(&self) -> bool {
-        self.broken
+        self.stalled
+            || self.broken
             || self.stopped
             || self.rng.is_some()
             || self.budgeted
@@ -422,13 +477,14 @@ impl QueueState {
 
     /// The round of a polling device that finds the ring empty, when
     /// [`Self::step_in_order`] may take the step: nothing to take or
-    /// publish, so it only leaves kicks as `kicks` says. True when it was
-    /// that round; false when the step has work (or DMA memory was freed
-    /// since the last one, which the step looks into first).
+    /// publish, so it only leaves kicks as `kicks` says ([`Round::Idle`]).
+    /// Otherwise it says which in-order step to take: the ring has work
+    /// ([`Round::Work`]), or DMA memory was freed since the last step,
+    /// which the step looks into first ([`Round::Stale`]).
     #[inline(always)]
-    pub(crate) fn idle_round(&mut self, kicks: Kicks) -> bool {
+    pub(crate) fn idle_round(&mut self, kicks: Kicks) -> Round {
         if !self.serving.mem.is_fresh() {
-            return false;
+            return Round::Stale;
         }
         match &mut self.ring {
             Ring::Split(r) => idle_round(r, kicks),
@@ -436,8 +492,15 @@ impl QueueState {
         }
     }
 
+    /// Copies the slot's stall flag (the caller holds the queue's lock and
+    /// writes the slot's flag under it too).
+    pub(crate) fn set_stalled(&mut self, stalled: bool) {
+        self.stalled = stalled;
+        self.general = self.must_generalise();
+    }
+
     /// True when [`Self::step_in_order`] may take the step: nothing can
-    /// make it hold a request back or lie (the caller checks the stall).
+    /// make it hold a request back or lie, a stall included.
     #[inline]
     pub(crate) fn in_order_ready(&self) -> bool {
         debug_assert_eq!(self.general, self.must_generalise());
@@ -539,52 +602,89 @@ impl QueueState {
     }
 
     /// [`Self::step`] when nothing can make it hold a request back or lie
-    /// ([`Self::in_order_ready`], no stall, no completion budget): each
-    /// chain is served as it is taken, with no `Pending` entry, and its used
-    /// element written at once; the batch is published once at the end, as
-    /// the general path does. What the driver sees is the same: every
-    /// available request completed in ring order. Takes at most a ring's
-    /// worth of chains, so a driver that keeps the ring full cannot keep one
-    /// step going.
+    /// ([`Self::in_order_ready`], no stall, no completion budget), after
+    /// [`Self::idle_round`] found work ([`Round::Work`]): each chain is
+    /// served as it is taken, with no `Pending` entry, and its used element
+    /// written at once; the batch is published once at the end, as the
+    /// general path does. What the driver sees is the same: every request
+    /// available at the step's look at the ring completed in ring order.
+    /// Takes at most a ring's worth of chains, so a driver that keeps the
+    /// ring full cannot keep one step going. A ring fault is reported here,
+    /// and sets DEVICE_NEEDS_RESET.
     ///
-    /// Out of line on purpose: every caller (the inline steps, the device
-    /// threads' loops) then runs this one copy, whose serving loop keeps its
-    /// helpers inlined; inlined into a caller, the loop came out up to a
-    /// third longer, differently for each.
+    /// Out of line on purpose (`step_kicks`, one copy per kick mode):
+    /// every caller (the inline steps, the device threads' loops) then runs
+    /// one of two copies, whose serving loop keeps its helpers inlined;
+    /// inlined into a caller, the loop came out up to a third longer,
+    /// differently for each.
     ///
     /// It takes the device and the queue's number rather than a request
-    /// context and a report closure built by the caller: at one request per
-    /// step, building those on every step cost more than the request's own
+    /// context and a report closure built by the caller, and builds the
+    /// closure only on the paths that report: at one request per step,
+    /// building those on every step cost more than the request's own
     /// address checks.
-    #[inline(never)]
+    ///
+    /// Compiled once per `kicks`: a polling device's copy then keeps no
+    /// argument across the loop (spilled, at one request per step) to
+    /// decide kick suppression at its end.
+    #[inline(always)]
     pub(crate) fn step_in_order(
         &mut self,
         shared: &Shared,
         queue: u16,
         kicks: Kicks,
-    ) -> StepOutcome {
-        let report = &mut |m: String| shared.report(format!("queue {queue}: {m}"));
-        let ctx = &self.ctx(&shared.config, &shared.disk);
-        if self.serving.mem.refresh() && self.areas_gone(report) {
-            return StepOutcome {
-                broke: true,
-                ..Default::default()
-            };
+    ) -> InOrderOutcome {
+        match kicks {
+            Kicks::Enable => self.step_kicks::<true>(shared, queue),
+            Kicks::Disable => self.step_kicks::<false>(shared, queue),
         }
+    }
+
+    /// [`Self::step_in_order`] leaving kicks enabled (`ENABLE`) or not.
+    #[inline(never)]
+    fn step_kicks<const ENABLE: bool>(&mut self, shared: &Shared, queue: u16) -> InOrderOutcome {
+        let kicks = if ENABLE {
+            Kicks::Enable
+        } else {
+            Kicks::Disable
+        };
         let max = usize::from(self.setup.size);
-        let work = Work {
-            ctx,
-            s: &mut self.serving,
-            report: &mut *report,
+        let s = &mut self.serving;
+        let (outcome, fault) = match &mut self.ring {
+            Ring::Split(r) => run_in_order(r, s, shared, queue, max, kicks),
+            Ring::Packed(r) => run_in_order(r, s, shared, queue, max, kicks),
         };
-        let outcome = match &mut self.ring {
-            Ring::Split(r) => work.run(r, max, kicks, &mut self.broken),
-            Ring::Packed(r) => work.run(r, max, kicks, &mut self.broken),
-        };
-        if outcome.broke {
-            self.general = true;
+        if let Some(e) = fault {
+            self.fail_in_order(shared, queue, e);
         }
         outcome
+    }
+
+    /// [`Self::step_in_order`] after [`Round::Stale`]: drops the address
+    /// cache and checks the ring areas again before the step (a queue
+    /// whose areas were freed fails, and the step ends there).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn step_in_order_after_free(
+        &mut self,
+        shared: &Shared,
+        queue: u16,
+        kicks: Kicks,
+    ) -> InOrderOutcome {
+        if self.serving.mem.refresh() && self.areas_gone(&mut report_to(shared, queue)) {
+            shared.set_needs_reset();
+            return InOrderOutcome::default();
+        }
+        self.step_in_order(shared, queue, kicks)
+    }
+
+    /// A ring fault stopped [`Self::step_in_order`]: reports it, fails the
+    /// queue and the device.
+    #[cold]
+    #[inline(never)]
+    fn fail_in_order(&mut self, shared: &Shared, queue: u16, msg: String) {
+        self.fail(msg, &mut report_to(shared, queue));
+        shared.set_needs_reset();
     }
 
     /// After some DMA memory was freed: checks the ring areas again; true
@@ -802,7 +902,7 @@ impl QueueState {
             return 0;
         }
         let n = if drain { total } else { 1 + rng.below(total) };
-        if self.features.contains(Features::IN_ORDER) {
+        if self.serving.features.contains(Features::IN_ORDER) {
             // §2.7.9 / §2.8.11: buffers are used in the order they were made available.
             return n;
         }

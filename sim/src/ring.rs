@@ -49,8 +49,11 @@ pub(crate) trait ChainRing {
     fn pop(&mut self, mem: &mut MemCheck, out: &mut Segs) -> Result<Option<Popped>, String>;
     /// Takes the next chain if it is the common one ([`Next::Three`]), with
     /// every check [`Self::pop`] makes on it; for any other chain it takes
-    /// nothing and leaves it to `pop` ([`Next::Other`]).
-    fn take_three(&mut self, mem: &mut MemCheck) -> Next;
+    /// nothing and leaves it to `pop` ([`Next::Other`]). Without `look`, a
+    /// split ring that has taken every entry up to the `avail.idx` it last
+    /// loaded answers [`Next::Empty`] rather than load it again: a step
+    /// serves what its look showed, and the next step looks again.
+    fn take_three(&mut self, mem: &mut MemCheck, look: bool) -> Next;
     /// Writes the used element of the chain `id` (`skip` slots) that had
     /// `len` bytes written; visible to the driver after `publish`.
     fn push_used(&mut self, id: u16, skip: u16, len: u32);

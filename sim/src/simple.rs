@@ -11,9 +11,14 @@ use crate::request::{le32, le64, RawSeg, ReqCtx};
 
 /// Longest data buffer [`serve_simple`] takes on a queue with `features`
 /// negotiated; 0 when the limits leave it nothing (a hostile `seg_max` of 0
-/// or `size_max` below a header). Fixed while the queue runs, so it is
-/// worked out when the queue is set up.
+/// or `size_max` below a header) or faults are injected (every request
+/// then takes [`serve`], which looks for them). Fixed while the queue
+/// runs, as the configuration is, so it is worked out when the queue is
+/// set up, and `serve_three` tests one number for limits and injections.
 pub(crate) fn simple_max_data(config: &SimConfig, features: Features) -> u32 {
+    if !config.inject.is_empty() {
+        return 0;
+    }
     let seg_max_ok = !features.contains(Features::BLK_SEG_MAX) || config.seg_max >= 1;
     let size_max = if features.contains(Features::BLK_SIZE_MAX) {
         config.size_max
@@ -58,16 +63,17 @@ pub(crate) fn serve_three(
     {
         return None;
     }
-    let header_range = mem.range(header.addr, BLK_REQ_HEADER_SIZE as u64).ok()?;
-    let data_range = mem.range(data.addr, u64::from(data.len)).ok()?;
-    let status_range = mem.range(status.addr, 1).ok()?;
+    let header_range = mem.check(header.addr, BLK_REQ_HEADER_SIZE as u64)?;
+    let data_range = mem.check(data.addr, u64::from(data.len))?;
+    let status_range = mem.check(status.addr, 1)?;
     let hdr: [u8; BLK_REQ_HEADER_SIZE] = header_range.read_array(0);
     let ty = le32(&hdr[0..4]);
     let sector = le64(&hdr[8..16]);
     let cfg = ctx.config;
     let count = u64::from(data.len) / SECTOR_SIZE;
     match sector.checked_add(count) {
-        Some(end) if end <= cfg.capacity_sectors && cfg.inject.is_empty() => {}
+        // No fault is injected: `simple_max_data` is 0 when one is.
+        Some(end) if end <= cfg.capacity_sectors => {}
         _ => return None,
     }
     let bytes = data.len as usize;

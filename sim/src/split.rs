@@ -162,8 +162,11 @@ impl SplitRing {
     /// [`ChainRing::take_three`]: the next chain, if it is three plain
     /// descriptors or one indirect descriptor whose table holds three.
     #[inline(always)]
-    pub(crate) fn take_three(&mut self, mem: &mut MemCheck) -> Next {
+    pub(crate) fn take_three(&mut self, mem: &mut MemCheck, look: bool) -> Next {
         if self.avail_seen == self.next_avail {
+            if !look {
+                return Next::Empty;
+            }
             // Acquire: as in `load_avail_idx`, whose checks this repeats
             // (leaving the report of a bad index to it).
             let avail_idx = u16::from_le(self.areas.avail_idx().load(Ordering::Acquire));
@@ -424,8 +427,8 @@ impl ChainRing for SplitRing {
     }
 
     #[inline(always)]
-    fn take_three(&mut self, mem: &mut MemCheck) -> Next {
-        SplitRing::take_three(self, mem)
+    fn take_three(&mut self, mem: &mut MemCheck, look: bool) -> Next {
+        SplitRing::take_three(self, mem, look)
     }
 
     #[inline]

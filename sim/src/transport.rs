@@ -247,7 +247,10 @@ impl Transport for SimTransport {
             indirect: features.contains(Features::INDIRECT_DESC),
         };
         match QueueState::new(setup, features, &self.shared.config) {
-            Ok(q) => {
+            Ok(mut q) => {
+                // A stall set before the queue was enabled holds it too;
+                // `stall` writes the flag under this lock.
+                q.set_stalled(slot.stalled.load(Ordering::SeqCst));
                 *state = Some(q);
                 slot.was_reset.store(false, Ordering::SeqCst);
             }

@@ -69,7 +69,7 @@ fn by_pop<R: ChainRing>(ring: &mut R, mem: &mut MemCheck) -> Took {
 /// `take_three`, falling back to `pop` as the queue's loop does; also
 /// counts what `take_three` answered.
 fn by_take_three<R: ChainRing>(ring: &mut R, mem: &mut MemCheck, seen: &mut [u32; 3]) -> Took {
-    match ring.take_three(mem) {
+    match ring.take_three(mem, true) {
         Next::Three { id, skip, segs } => {
             seen[0] += 1;
             Ok(Some((id, skip, None, segs.iter().map(seg_tuple).collect())))
